@@ -1,0 +1,1 @@
+//! Benchmarks of the wafer host (criterion)

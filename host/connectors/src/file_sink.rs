@@ -1,0 +1,139 @@
+//! The file sink: one JSON-lines file per named output in a directory.
+//!
+//! Workers render rows to JSON themselves (in parallel) and hand the sink
+//! whole buffers of complete lines; a writer thread per output appends them.
+//! Bounded channels make a slow disk slow the pipeline down instead of
+//! filling memory.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::SinkError;
+
+/// A handle to send complete JSON lines to one output file.
+#[derive(Clone)]
+pub struct OutputWriter {
+    tx: Sender<Vec<u8>>,
+}
+
+impl OutputWriter {
+    /// Appends a buffer of complete lines. Blocks when the writer is behind.
+    /// Returns `false` if the writer thread has stopped (its error is
+    /// reported by [`FileSink::finish`]).
+    pub fn write(&self, lines: Vec<u8>) -> bool {
+        lines.is_empty() || self.tx.send(lines).is_ok()
+    }
+}
+
+/// Writer threads for every output of a job.
+pub struct FileSink {
+    dir: PathBuf,
+    writers: Vec<(String, OutputWriter, JoinHandle<Result<u64, SinkError>>)>,
+}
+
+impl FileSink {
+    /// Creates (truncating) `<dir>/<name>.jsonl` for each output and starts
+    /// their writer threads.
+    pub fn create<'a>(dir: &Path, outputs: impl IntoIterator<Item = &'a str>, capacity: usize) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut writers = Vec::new();
+        for name in outputs {
+            let path = dir.join(format!("{name}.jsonl"));
+            let file = File::create(&path).map_err(|source| SinkError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let (tx, rx) = bounded::<Vec<u8>>(capacity.max(1));
+            let handle = std::thread::Builder::new()
+                .name(format!("sink-{name}"))
+                .spawn(move || {
+                    let mut w = BufWriter::with_capacity(1 << 20, file);
+                    let mut bytes = 0u64;
+                    let io = |source| SinkError::Io {
+                        path: path.clone(),
+                        source,
+                    };
+                    for buf in rx {
+                        w.write_all(&buf).map_err(io)?;
+                        bytes += buf.len() as u64;
+                    }
+                    w.flush().map_err(io)?;
+                    w.get_ref().sync_data().map_err(io)?;
+                    Ok(bytes)
+                })
+                .map_err(|source| SinkError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            writers.push((name.to_string(), OutputWriter { tx }, handle));
+        }
+        Ok(FileSink {
+            dir: dir.to_path_buf(),
+            writers,
+        })
+    }
+
+    /// The directory written to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The writer of output `name`.
+    pub fn writer(&self, name: &str) -> Option<OutputWriter> {
+        self.writers.iter().find(|(n, _, _)| n == name).map(|(_, w, _)| w.clone())
+    }
+
+    /// Waits for every writer to drain and sync; call after dropping all
+    /// [`OutputWriter`] clones. Returns bytes written per output.
+    pub fn finish(self) -> Result<Vec<(String, u64)>, SinkError> {
+        let mut out = Vec::new();
+        let mut handles = Vec::new();
+        for (name, w, h) in self.writers {
+            drop(w);
+            handles.push((name, h));
+        }
+        for (name, h) in handles {
+            let bytes = h.join().map_err(|_| SinkError::Panicked(name.clone()))??;
+            out.push((name, bytes));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_each_output_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FileSink::create(dir.path(), ["a", "dlq"], 2).unwrap();
+        let a = sink.writer("a").unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        assert!(a.write(format!("{{\"t\":{t},\"i\":{i}}}\n").into_bytes()));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(a);
+        let stats = sink.finish().unwrap();
+        assert_eq!(stats.len(), 2);
+        let text = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 400);
+        assert_eq!(std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap(), "");
+    }
+}

@@ -1,0 +1,60 @@
+//! wafer's connectors: where records come from and where results go.
+//!
+//! Files today: [`file_source`] reads raw records from files with a framing
+//! and resumable positions; [`file_sink`] writes JSON lines per output.
+//! Connectors move bytes only; decoding happens in deserializer components
+//! after the shuffle.
+
+pub mod file_sink;
+pub mod file_source;
+
+use std::path::PathBuf;
+
+/// A source that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The path is neither a file, a directory nor a glob.
+    #[error("input `{pattern}` does not exist")]
+    NotFound {
+        /// as configured
+        pattern: String,
+    },
+    /// A directory or glob without files.
+    #[error("no files match `{pattern}`")]
+    NoFiles {
+        /// as configured
+        pattern: String,
+    },
+    /// A malformed glob.
+    #[error("bad glob `{pattern}`: {message}")]
+    Pattern {
+        /// as configured
+        pattern: String,
+        /// glob's message
+        message: String,
+    },
+    /// Reading failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// the file
+        path: PathBuf,
+        /// cause
+        source: std::io::Error,
+    },
+}
+
+/// A sink that cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// the file
+        path: PathBuf,
+        /// cause
+        source: std::io::Error,
+    },
+    /// A writer thread panicked.
+    #[error("the writer of output `{0}` panicked")]
+    Panicked(String),
+}

@@ -1,0 +1,438 @@
+//! Job files: from YAML text to a validated [`Job`].
+//!
+//! Three steps, each with its own errors:
+//! 1. [`interpolate`]: `${VAR:-default}` from the environment;
+//! 2. [`spec`]: strict parsing (unknown keys are errors naming their line);
+//! 3. [`validate`](Job::from_spec): references resolved (formats, components,
+//!    outputs), paths made absolute against the job file's directory, built-in
+//!    filters parsed. Checks that need a component's schema happen when the
+//!    runtime loads the components, still before any record is read.
+
+pub mod interpolate;
+pub mod spec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wafer_core::filter::FilterSpec;
+use wafer_core::framing::Framing;
+
+use spec::{FilterEntry, FramingName, JobFile, Parallelism};
+
+/// Why a job file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The file could not be read.
+    #[error("cannot read job file {path}: {source}")]
+    Read {
+        /// path
+        path: PathBuf,
+        /// cause
+        source: std::io::Error,
+    },
+    /// A `${VAR}` could not be resolved.
+    #[error("{path}: {source}")]
+    Interpolation {
+        /// path
+        path: PathBuf,
+        /// cause
+        source: interpolate::InterpolationError,
+    },
+    /// Not valid YAML, or not the expected shape (unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Parse {
+        /// path
+        path: PathBuf,
+        /// serde's message, with line and column
+        message: String,
+    },
+    /// Well-formed, but something in it does not make sense.
+    #[error("{path}: {at}: {message}")]
+    Invalid {
+        /// path
+        path: PathBuf,
+        /// where in the job (`sources.events.format`)
+        at: String,
+        /// what is wrong
+        message: String,
+    },
+}
+
+/// Reserved output names.
+pub const DLQ_OUTPUT: &str = "dlq";
+
+/// A validated job, ready to be planned.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The job's name.
+    pub name: String,
+    /// The job file.
+    pub path: PathBuf,
+    /// Workers per stage.
+    pub parallelism: usize,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Batches buffered between stages.
+    pub channel_capacity: usize,
+    /// Guest limits.
+    pub limits: GuestLimits,
+    /// Components by name, with absolute paths.
+    pub components: BTreeMap<String, PathBuf>,
+    /// Sources, in name order.
+    pub sources: Vec<Source>,
+    /// The sink.
+    pub sink: Sink,
+}
+
+/// Guest limits of the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Deadline of one guest call.
+    pub call_timeout: Duration,
+    /// Memory cap of a guest instance.
+    pub max_memory: usize,
+    /// Whether guests see the real clock.
+    pub clock: bool,
+}
+
+/// A component used by a stage, with its config as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentUse {
+    /// The component's name in `components`.
+    pub component: String,
+    /// Its config, as JSON.
+    pub config: String,
+}
+
+/// One filter step of a source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterStep {
+    /// A built-in filter.
+    Builtin(FilterSpec),
+    /// A filter component.
+    Component(ComponentUse),
+}
+
+/// Where a source reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Files matching a path, directory or glob.
+    File {
+        /// absolute path, directory or glob
+        path: String,
+        /// largest record
+        max_record: usize,
+    },
+}
+
+/// A source and the stages that run right after it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The source's name.
+    pub name: String,
+    /// Where it reads.
+    pub kind: SourceKind,
+    /// How records are delimited.
+    pub framing: Framing,
+    /// The deserializer.
+    pub deserializer: ComponentUse,
+    /// Filters, in order.
+    pub filters: Vec<FilterStep>,
+    /// The output its records go to.
+    pub output: String,
+}
+
+/// Where outputs are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// `<dir>/<output>.jsonl`.
+    Files {
+        /// absolute directory
+        dir: PathBuf,
+    },
+}
+
+impl Job {
+    /// Reads, interpolates (from the process environment), parses and
+    /// validates a job file.
+    pub fn load(path: &Path) -> Result<Job, JobError> {
+        let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`load`](Self::load) from text, with a given environment.
+    pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Job, JobError> {
+        let text = interpolate::interpolate(text, env).map_err(|source| JobError::Interpolation {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let spec: JobFile = serde_yaml::from_str(&text).map_err(|e| JobError::Parse {
+            path: path.to_path_buf(),
+            message: pinpoint_unknown_key(&text, &e.to_string()),
+        })?;
+        Self::from_spec(path, spec)
+    }
+
+    /// Validates a parsed job file.
+    pub fn from_spec(path: &Path, spec: JobFile) -> Result<Job, JobError> {
+        let invalid = |at: &str, message: String| JobError::Invalid {
+            path: path.to_path_buf(),
+            at: at.to_string(),
+            message,
+        };
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        // Absolute paths make dead-letter positions and messages unambiguous.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_path_buf() } else { dir.join(p) }
+        };
+
+        if spec.name.trim().is_empty() {
+            return Err(invalid("name", "the job needs a name".into()));
+        }
+        let parallelism = match spec.parallelism {
+            Parallelism::Auto => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            Parallelism::Fixed(n) => n,
+        };
+        let batch_size = spec.batch_size.unwrap_or(1024);
+        if !(1..=65_536).contains(&batch_size) {
+            return Err(invalid("batch_size", format!("{batch_size} is not between 1 and 65536")));
+        }
+        let channel_capacity = spec.channel_capacity.unwrap_or(4);
+        if channel_capacity == 0 {
+            return Err(invalid("channel_capacity", "must be at least 1".into()));
+        }
+        let limits = GuestLimits {
+            call_timeout: spec.limits.call_timeout.unwrap_or(Duration::from_secs(1)),
+            max_memory: spec.limits.memory.unwrap_or(256 << 20),
+            clock: spec.limits.clock,
+        };
+        if limits.call_timeout.is_zero() {
+            return Err(invalid("limits.call_timeout", "must be more than zero".into()));
+        }
+        if limits.max_memory < (1 << 20) {
+            return Err(invalid("limits.memory", "must be at least 1MiB".into()));
+        }
+
+        let mut components = BTreeMap::new();
+        for (name, p) in &spec.components {
+            if p.trim().is_empty() {
+                return Err(invalid(&format!("components.{name}"), "empty path".into()));
+            }
+            components.insert(name.clone(), resolve(p));
+        }
+        let component_ref = |at: &str, name: &str| -> Result<(), JobError> {
+            if components.contains_key(name) {
+                Ok(())
+            } else {
+                let known: Vec<&str> = components.keys().map(String::as_str).collect();
+                Err(invalid(
+                    at,
+                    format!(
+                        "unknown component `{name}` (components: {})",
+                        if known.is_empty() { "none declared".into() } else { known.join(", ") }
+                    ),
+                ))
+            }
+        };
+        for (name, f) in &spec.formats {
+            component_ref(&format!("formats.{name}.deserializer"), &f.deserializer)?;
+        }
+
+        if spec.sources.is_empty() {
+            return Err(invalid("sources", "the job needs at least one source".into()));
+        }
+        let mut sources = Vec::new();
+        let mut outputs = BTreeSet::new();
+        for (name, s) in spec.sources {
+            let at = format!("sources.{name}");
+            let kind = match &s.file {
+                Some(f) => {
+                    if f.path.trim().is_empty() {
+                        return Err(invalid(&format!("{at}.file.path"), "empty path".into()));
+                    }
+                    SourceKind::File {
+                        path: resolve(&f.path).to_string_lossy().into_owned(),
+                        max_record: f.max_record.unwrap_or(16 << 20),
+                    }
+                }
+                None => return Err(invalid(&at, "a source needs a kind (`file`)".into())),
+            };
+            let format = spec.formats.get(&s.format).ok_or_else(|| {
+                let known: Vec<&str> = spec.formats.keys().map(String::as_str).collect();
+                invalid(
+                    &format!("{at}.format"),
+                    format!(
+                        "unknown format `{}` (formats: {})",
+                        s.format,
+                        if known.is_empty() { "none declared".into() } else { known.join(", ") }
+                    ),
+                )
+            })?;
+            let framing = match format.framing {
+                FramingName::Lines => Framing::Lines,
+                FramingName::LengthDelimited => Framing::LengthDelimited,
+            };
+            let deserializer = ComponentUse {
+                component: format.deserializer.clone(),
+                config: config_json(&format.config).map_err(|m| invalid(&format!("formats.{}.config", s.format), m))?,
+            };
+            let mut filters = Vec::new();
+            for (i, f) in s.filters.into_iter().enumerate() {
+                let fat = format!("{at}.filters[{i}]");
+                filters.push(filter_step(f).map_err(|m| invalid(&fat, m))?);
+                if let Some(FilterStep::Component(c)) = filters.last() {
+                    component_ref(&fat, &c.component)?;
+                }
+            }
+            let output = s.output.unwrap_or_else(|| name.clone());
+            if output == DLQ_OUTPUT {
+                return Err(invalid(&format!("{at}.output"), format!("`{DLQ_OUTPUT}` is reserved for dead letters")));
+            }
+            check_output_name(&output).map_err(|m| invalid(&format!("{at}.output"), m))?;
+            outputs.insert(output.clone());
+            sources.push(Source {
+                name,
+                kind,
+                framing,
+                deserializer,
+                filters,
+                output,
+            });
+        }
+
+        let sink = match spec.sink.file {
+            Some(f) => Sink::Files { dir: resolve(&f.dir) },
+            None => return Err(invalid("sink", "a sink needs a kind (`file`)".into())),
+        };
+
+        Ok(Job {
+            name: spec.name,
+            path: path.to_path_buf(),
+            parallelism,
+            batch_size,
+            channel_capacity,
+            limits,
+            components,
+            sources,
+            sink,
+        })
+    }
+
+    /// Every output the job writes, dead letters included.
+    pub fn outputs(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.sources.iter().map(|s| s.output.clone()).collect();
+        out.insert(DLQ_OUTPUT.to_string());
+        out
+    }
+}
+
+/// serde reports an unknown key at the start of its enclosing mapping; move
+/// the reported line to the key itself, which is where the typo is.
+fn pinpoint_unknown_key(text: &str, message: &str) -> String {
+    let Some(key) = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(k, _)| k)
+    else {
+        return message.to_string();
+    };
+    let Some((head, tail)) = message.rsplit_once(" at line ") else {
+        return message.to_string();
+    };
+    let Some(line) = tail.split_whitespace().next().and_then(|l| l.parse::<usize>().ok()) else {
+        return message.to_string();
+    };
+    let found = text.lines().enumerate().skip(line.saturating_sub(1)).find(|(_, l)| {
+        let l = l.trim_start();
+        let l = l.strip_prefix("- ").unwrap_or(l).trim_start();
+        l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':'))
+    });
+    match found {
+        Some((i, _)) => format!("{head} at line {}", i + 1),
+        None => message.to_string(),
+    }
+}
+
+/// Output names become file names: keep them tame.
+fn check_output_name(name: &str) -> Result<(), String> {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') && !name.starts_with('.') {
+        Ok(())
+    } else {
+        Err(format!("output name `{name}` must use only letters, digits, `_`, `-` and `.`"))
+    }
+}
+
+fn config_json(v: &serde_yaml::Value) -> Result<String, String> {
+    if v.is_null() {
+        return Ok("{}".into());
+    }
+    serde_json::to_string(v).map_err(|e| format!("config cannot be expressed as JSON: {e}"))
+}
+
+fn filter_step(f: FilterEntry) -> Result<FilterStep, String> {
+    let time = |v: Option<spec::ScalarString>| -> Result<Option<i64>, String> {
+        v.map(|s| wafer_core::time::parse_timestamp_ms(&s.0).map_err(|e| e.to_string()))
+            .transpose()
+    };
+    let fraction = |f: f64| -> Result<f64, String> {
+        if (0.0..=1.0).contains(&f) {
+            Ok(f)
+        } else {
+            Err(format!("fraction {f} is not between 0 and 1"))
+        }
+    };
+    Ok(FilterStep::Builtin(match f {
+        FilterEntry::EventTime { from, until } => {
+            let (from, until) = (time(from)?, time(until)?);
+            if from.is_none() && until.is_none() {
+                return Err("event_time needs `from`, `until` or both".into());
+            }
+            if let (Some(a), Some(b)) = (from, until)
+                && a >= b
+            {
+                return Err("event_time: `from` must be before `until`".into());
+            }
+            FilterSpec::EventTime { from, until }
+        }
+        FilterEntry::Sample { fraction: f, seed } => FilterSpec::Sample {
+            fraction: fraction(f)?,
+            seed,
+        },
+        FilterEntry::SampleBy {
+            field,
+            fraction: f,
+            seed,
+        } => FilterSpec::SampleBy {
+            field,
+            fraction: fraction(f)?,
+            seed,
+        },
+        FilterEntry::Include { field, values } => FilterSpec::Include {
+            field,
+            values: values.into_iter().map(|v| v.0).collect(),
+        },
+        FilterEntry::Exclude { field, values } => FilterSpec::Exclude {
+            field,
+            values: values.into_iter().map(|v| v.0).collect(),
+        },
+        FilterEntry::Component { name, config } => {
+            return Ok(FilterStep::Component(ComponentUse {
+                component: name,
+                config: config_json(&config)?,
+            }));
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! The job file as written: strict serde types mirroring the YAML. Every
+//! struct rejects unknown keys, so a typo is an error that names its line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// The root of a job file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The job's name.
+    pub name: String,
+    /// Workers per stage: `auto` (the machine's cores) or a number.
+    #[serde(default)]
+    pub parallelism: Parallelism,
+    /// Records per batch handed between stages and to guests.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Batches buffered between two stages before the upstream one waits.
+    #[serde(default)]
+    pub channel_capacity: Option<usize>,
+    /// Limits on guest components.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// Components by name: the path of each `.wasm` file (relative to the
+    /// job file).
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    /// Input formats by name: framing plus deserializer.
+    #[serde(default)]
+    pub formats: BTreeMap<String, FormatSpec>,
+    /// Sources by name.
+    pub sources: BTreeMap<String, SourceSpec>,
+    /// Where outputs go.
+    pub sink: SinkSpec,
+}
+
+/// `auto` or a positive number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Parallelism {
+    /// One worker per core.
+    #[default]
+    Auto,
+    /// This many workers.
+    Fixed(usize),
+}
+
+impl<'de> Deserialize<'de> for Parallelism {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = ScalarString::deserialize(d)?.0;
+        match s.trim() {
+            "auto" | "" => Ok(Parallelism::Auto),
+            n => match n.parse::<usize>() {
+                Ok(0) | Err(_) => Err(de::Error::custom(format!(
+                    "parallelism must be `auto` or a positive number, not `{n}`"
+                ))),
+                Ok(n) => Ok(Parallelism::Fixed(n)),
+            },
+        }
+    }
+}
+
+/// Guest limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Deadline of one guest call (`500ms`, `2s`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub call_timeout: Option<Duration>,
+    /// Memory cap of a guest instance (`64MiB`).
+    #[serde(default, deserialize_with = "opt_size")]
+    pub memory: Option<usize>,
+    /// Give guests the real clock (otherwise it is frozen at the epoch).
+    #[serde(default)]
+    pub clock: bool,
+}
+
+/// An input format: how records are framed and which deserializer decodes
+/// them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    /// `lines` or `length-delimited`.
+    pub framing: FramingName,
+    /// The deserializer component's name.
+    pub deserializer: String,
+    /// Config handed to the deserializer's `init`.
+    #[serde(default)]
+    pub config: serde_yaml::Value,
+}
+
+/// Framing names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FramingName {
+    /// One record per line.
+    Lines,
+    /// Varint length prefix.
+    LengthDelimited,
+}
+
+/// A source of records.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Read files.
+    #[serde(default)]
+    pub file: Option<FileSourceSpec>,
+    /// The name of the format (in `formats`) of the records.
+    pub format: String,
+    /// Filters run in order right after deserialization; each is a one-key
+    /// map (`- include: {...}`).
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    pub filters: Vec<FilterEntry>,
+    /// The output the source's records go to.
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+/// A file source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceSpec {
+    /// A file, a directory (every file in it) or a glob.
+    pub path: String,
+    /// Largest record accepted; larger ones are dead-lettered.
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_record: Option<usize>,
+}
+
+/// One filter step.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FilterEntry {
+    /// Keep records with `from <= event time < until`.
+    EventTime {
+        /// inclusive lower bound (epoch ms or RFC 3339)
+        #[serde(default)]
+        from: Option<ScalarString>,
+        /// exclusive upper bound
+        #[serde(default)]
+        until: Option<ScalarString>,
+    },
+    /// Keep a pseudo-random fraction of records.
+    Sample {
+        /// fraction kept
+        fraction: f64,
+        /// hash seed
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Keep a stable fraction of entities.
+    SampleBy {
+        /// entity field
+        field: String,
+        /// fraction kept
+        fraction: f64,
+        /// hash seed
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Keep records whose field has one of the values.
+    Include {
+        /// tested field
+        field: String,
+        /// accepted values
+        values: Vec<ScalarString>,
+    },
+    /// Drop records whose field has one of the values.
+    Exclude {
+        /// tested field
+        field: String,
+        /// rejected values
+        values: Vec<ScalarString>,
+    },
+    /// Run a filter component.
+    Component {
+        /// the component's name
+        name: String,
+        /// config handed to its `init`
+        #[serde(default)]
+        config: serde_yaml::Value,
+    },
+}
+
+/// Where outputs go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// JSON lines files, one per output, in a directory.
+    #[serde(default)]
+    pub file: Option<FileSinkSpec>,
+}
+
+/// The file sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkSpec {
+    /// Directory of `<output>.jsonl` files.
+    pub dir: String,
+}
+
+/// A YAML scalar (string, number or bool) read as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalarString(pub String);
+
+impl<'de> Deserialize<'de> for ScalarString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ScalarString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = ScalarString::deserialize(d)?.0;
+    wafer_core::time::parse_duration(&s)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let s = ScalarString::deserialize(d)?.0;
+    parse_size(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// Parses `1024`, `64KiB`, `16MiB`, `1GiB` (also `KB`, `MB`, `GB` as powers
+/// of 1000).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (try `64MiB`)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("`{text}` is too large"))
+}

@@ -1,0 +1,175 @@
+//! A deserialization worker: raw batches in; deserializer component, event
+//! time check, filters (built-in and components) in order; surviving rows to
+//! the next stage; every failure to the dead-letter output.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use wafer_core::dead_letter::{DeadLetter, Reason};
+use wafer_core::filter::Filter;
+use wafer_metrics::{ComponentMetrics, LocalHist, Metrics, StageMetrics};
+use wafer_row::{BatchBuf, Row, Schema};
+use wafer_wasm::{DeserializeStage, FilterStage};
+
+use crate::batch::RawBatch;
+use crate::dead_letters::{DeadLetters, reason_of};
+use crate::downstream::Downstream;
+
+/// One step of the filter chain.
+pub(crate) enum Step {
+    /// A built-in filter.
+    Builtin { filter: Filter, metrics: StageMetrics },
+    /// A filter component.
+    Component {
+        stage: FilterStage,
+        name: Arc<str>,
+        metrics: StageMetrics,
+        timing: ComponentMetrics,
+    },
+}
+
+/// Everything a worker needs, built on the main thread so that every
+/// instantiation error surfaces before any record is read.
+pub(crate) struct DeserWorker {
+    pub(crate) source: Arc<str>,
+    pub(crate) deser: DeserializeStage,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) downstream: Downstream,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl DeserWorker {
+    /// Runs until the source side closes the channel.
+    pub(crate) fn run(mut self, rx: Receiver<RawBatch>) {
+        let schema = self.deser.schema().clone();
+        let n_fields = schema.len();
+        let event_time = schema.event_time();
+        let stage = self.metrics.stage(&format!("deserialize:{}", self.source));
+        let timing = self
+            .metrics
+            .component(&format!("deserialize:{}", self.source), self.deser.component().name());
+        let payload_hist = LocalHist::new(&self.metrics.payload_bytes(&self.source));
+        let age_hist = LocalHist::new(&self.metrics.event_age(&self.source));
+        let deser_stage: Arc<str> = Arc::from("deserializer");
+        let mut survivors: Vec<u32> = Vec::new();
+        let mut scratch = BatchBuf::new();
+
+        for batch in rx {
+            let n = batch.len();
+            stage.records_in.inc_by(n as u64);
+            for p in batch.records.as_batch().iter() {
+                payload_hist.observe(p.len() as f64);
+            }
+
+            let started = Instant::now();
+            let decoded = self.deser.run(&batch.records.data, &batch.records.ends);
+            timing.seconds.inc_by(started.elapsed().as_secs_f64());
+            timing.calls.inc();
+
+            let now = wafer_core::time::now_ms();
+            let rows = decoded.rows.as_batch();
+            let mut failures = decoded.failures.iter().peekable();
+            survivors.clear();
+            for i in 0..n {
+                if let Some(f) = failures.next_if(|f| f.index as usize == i) {
+                    self.dead_letters.push(&DeadLetter {
+                        source: self.source.clone(),
+                        position: batch.position(i),
+                        reason: reason_of(f.kind),
+                        stage: deser_stage.clone(),
+                        error: f.message.clone(),
+                        payload: batch.records.as_batch().get(i).unwrap_or_default().to_vec(),
+                    });
+                    continue;
+                }
+                let row = Row::new(rows.get(i).unwrap_or_default(), n_fields);
+                if let Some(et) = event_time {
+                    match row.int(et) {
+                        Some(t) => age_hist.observe((now - t) as f64 / 1000.0),
+                        None => {
+                            self.dead_letters.push(&DeadLetter {
+                                source: self.source.clone(),
+                                position: batch.position(i),
+                                reason: Reason::NoEventTime,
+                                stage: deser_stage.clone(),
+                                error: format!("event-time field `{}` is absent", schema.field(et).name),
+                                payload: batch.records.as_batch().get(i).unwrap_or_default().to_vec(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                survivors.push(i as u32);
+            }
+
+            for step in &mut self.steps {
+                match step {
+                    Step::Builtin { filter, metrics } => {
+                        metrics.records_in.inc_by(survivors.len() as u64);
+                        let before = survivors.len();
+                        survivors.retain(|&i| {
+                            let i = i as usize;
+                            let row = Row::new(rows.get(i).unwrap_or_default(), n_fields);
+                            filter.keep(&row, batch.records.as_batch().get(i).unwrap_or_default())
+                        });
+                        metrics.records_out.inc_by(survivors.len() as u64);
+                        metrics.filtered.inc_by((before - survivors.len()) as u64);
+                    }
+                    Step::Component {
+                        stage: fstage,
+                        name,
+                        metrics,
+                        timing,
+                    } => {
+                        if survivors.is_empty() {
+                            continue;
+                        }
+                        metrics.records_in.inc_by(survivors.len() as u64);
+                        scratch.clear();
+                        for &i in &survivors {
+                            scratch.push(rows.get(i as usize).unwrap_or_default());
+                        }
+                        let started = Instant::now();
+                        let verdicts = fstage.run(&scratch.data, &scratch.ends);
+                        timing.seconds.inc_by(started.elapsed().as_secs_f64());
+                        timing.calls.inc();
+                        for f in &verdicts.failures {
+                            let i = survivors[f.index as usize] as usize;
+                            self.dead_letters.push(&DeadLetter {
+                                source: self.source.clone(),
+                                position: batch.position(i),
+                                reason: reason_of(f.kind),
+                                stage: name.clone(),
+                                error: f.message.clone(),
+                                payload: batch.records.as_batch().get(i).unwrap_or_default().to_vec(),
+                            });
+                        }
+                        let before = survivors.len();
+                        let mut k = 0;
+                        survivors.retain(|_| {
+                            let keep = verdicts.keep.get(k).copied().unwrap_or(false);
+                            k += 1;
+                            keep
+                        });
+                        metrics.records_out.inc_by(survivors.len() as u64);
+                        metrics.filtered.inc_by((before - survivors.len() - verdicts.failures.len()) as u64);
+                    }
+                }
+            }
+
+            stage.records_out.inc_by(survivors.len() as u64);
+            self.downstream.send(&schema, &rows, &survivors);
+            self.dead_letters.flush();
+            payload_hist.flush();
+            age_hist.flush();
+        }
+        self.downstream.finish();
+    }
+}
+
+/// Checks built-in filters against the deserializer's schema.
+pub(crate) fn compile_filter(spec: &wafer_core::filter::FilterSpec, schema: &Schema) -> Result<Filter, String> {
+    spec.compile(schema).map_err(|e| e.to_string())
+}

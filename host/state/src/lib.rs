@@ -1,0 +1,1 @@
+//! Internal: wafer keyed state and timers on RocksDB

@@ -1,0 +1,152 @@
+//! `wafer`: the host binary. Runs a job file; checks one without running it;
+//! inspects a component.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wafer_job::Job;
+use wafer_metrics::Metrics;
+
+/// A WebAssembly-pluggable stream processor.
+#[derive(Parser)]
+#[command(name = "wafer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a job until its bounded sources are drained.
+    Run {
+        /// The job file (YAML).
+        job: PathBuf,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+        #[arg(long, env = "WAFER_METRICS_ADDR")]
+        metrics_addr: Option<SocketAddr>,
+    },
+    /// Checks a job file and loads its components, without reading any input.
+    Check {
+        /// The job file (YAML).
+        job: PathBuf,
+    },
+    /// Prints what a component implements and says about itself.
+    Inspect {
+        /// The component (.wasm).
+        component: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WAFER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Configuration problems (exit 2) versus failures while running (exit 1).
+enum Failure {
+    Config(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+fn config<E: Into<anyhow::Error>>(e: E) -> Failure {
+    Failure::Config(e.into())
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run { job, metrics_addr } => {
+            let job = Job::load(&job).map_err(config)?;
+            let metrics = Metrics::new();
+            let prepared = wafer_runtime::prepare(&job, metrics.clone()).map_err(config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .map_err(Failure::Runtime)?;
+            rt.block_on(async move {
+                let _server = match metrics_addr {
+                    Some(addr) => {
+                        let (bound, task) = wafer_metrics::serve(addr, metrics.clone())
+                            .await
+                            .with_context(|| format!("cannot serve metrics on {addr}"))
+                            .map_err(Failure::Config)?;
+                        tracing::info!("metrics on http://{bound}/metrics");
+                        Some(task)
+                    }
+                    None => None,
+                };
+                let started = std::time::Instant::now();
+                let summary = tokio::task::spawn_blocking(move || prepared.run())
+                    .await
+                    .context("the job's thread failed")
+                    .map_err(Failure::Runtime)?
+                    .map_err(|e| Failure::Runtime(e.into()))?;
+                let secs = started.elapsed().as_secs_f64();
+                for (name, s) in &summary.sources {
+                    tracing::info!(
+                        source = name,
+                        records = s.records,
+                        corrupt = s.corrupt,
+                        "source drained in {secs:.2}s ({:.0} records/s)",
+                        s.records as f64 / secs.max(1e-9)
+                    );
+                }
+                for (name, bytes) in &summary.outputs {
+                    tracing::info!(output = name, bytes, "output written");
+                }
+                Ok(())
+            })
+        }
+        Command::Check { job } => {
+            let job = Job::load(&job).map_err(config)?;
+            wafer_runtime::prepare(&job, Metrics::new()).map_err(config)?;
+            println!("{}: ok", job.path.display());
+            Ok(())
+        }
+        Command::Inspect { component } => {
+            let rt = wafer_wasm::WasmRuntime::new().map_err(config)?;
+            let mut last = None;
+            for world in [
+                wafer_wasm::World::Deserializer,
+                wafer_wasm::World::Filter,
+                wafer_wasm::World::Processor,
+                wafer_wasm::World::CoProcessor,
+            ] {
+                match rt.load("component", &component, world) {
+                    Ok(c) => {
+                        let i = c.info();
+                        println!("world:   wafer:udf/{}@0.1.0", world.name());
+                        println!("name:    {}", i.name);
+                        println!("version: {}", i.version);
+                        println!("sdk:     {}", i.sdk);
+                        return Ok(());
+                    }
+                    Err(e @ wafer_wasm::LoadError::WrongWorld { .. }) => last = Some(e),
+                    Err(e) => return Err(config(e)),
+                }
+            }
+            Err(config(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("not a wafer component"))))
+        }
+    }
+}
