@@ -27,6 +27,10 @@ enum Command {
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
         #[arg(long, env = "WAFER_METRICS_ADDR")]
         metrics_addr: Option<SocketAddr>,
+        /// Write the final metrics (Prometheus text) to this file when the
+        /// job ends: the record of a bounded run.
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
     /// Checks a job file and loads its components, without reading any input.
     Check {
@@ -74,7 +78,11 @@ fn config<E: Into<anyhow::Error>>(e: E) -> Failure {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Run { job, metrics_addr } => {
+        Command::Run {
+            job,
+            metrics_addr,
+            metrics_file,
+        } => {
             let job = Job::load(&job).map_err(config)?;
             let metrics = Metrics::new();
             let prepared = wafer_runtime::prepare(&job, metrics.clone()).map_err(config)?;
@@ -103,6 +111,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .map_err(Failure::Runtime)?
                     .map_err(|e| Failure::Runtime(e.into()))?;
                 let secs = started.elapsed().as_secs_f64();
+                if let Some(path) = &metrics_file {
+                    std::fs::write(path, metrics.render())
+                        .with_context(|| format!("cannot write metrics to {}", path.display()))
+                        .map_err(Failure::Runtime)?;
+                }
                 for (name, s) in &summary.sources {
                     tracing::info!(
                         source = name,
@@ -146,7 +159,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     Err(e) => return Err(config(e)),
                 }
             }
-            Err(config(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("not a wafer component"))))
+            Err(config(
+                last.map(anyhow::Error::from)
+                    .unwrap_or_else(|| anyhow::anyhow!("not a wafer component")),
+            ))
         }
     }
 }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let root = manifest.join("../..").canonicalize().unwrap_or_else(|_| manifest.join("../.."));
+    let root = manifest
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| manifest.join("../.."));
     for dir in ["guests", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
@@ -18,7 +21,11 @@ fn main() {
     };
     let mut code = String::new();
     let _ = writeln!(code, "/// Directory holding every built component.");
-    let _ = writeln!(code, "pub const COMPONENTS_DIR: &str = {:?};", out.display().to_string());
+    let _ = writeln!(
+        code,
+        "pub const COMPONENTS_DIR: &str = {:?};",
+        out.display().to_string()
+    );
     for (name, path) in wafer_guests_build::RUST_GUESTS.iter().zip(&rust) {
         let _ = writeln!(code, "/// The `{name}` component.");
         let _ = writeln!(
@@ -36,7 +43,10 @@ fn main() {
             Ok(paths) => format!("Ok({:?})", paths[i].display().to_string()),
             Err(e) => format!("Err({e:?})"),
         };
-        let _ = writeln!(code, "/// The Python `{dir}` component, or why it could not be built.");
+        let _ = writeln!(
+            code,
+            "/// The Python `{dir}` component, or why it could not be built."
+        );
         let _ = writeln!(
             code,
             "pub const PY_{}: Result<&str, &str> = {value};",

@@ -38,7 +38,10 @@ impl Filter for DropBots {
     }
 
     fn keep(&mut self, record: &User<'_>) -> Result<bool, Error> {
-        Ok(!self.prefixes.iter().any(|p| record.user_id.starts_with(p.as_str())))
+        Ok(!self
+            .prefixes
+            .iter()
+            .any(|p| record.user_id.starts_with(p.as_str())))
     }
 }
 

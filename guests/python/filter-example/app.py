@@ -14,6 +14,10 @@ from wit_world.imports import types
 
 from wafer_rows import RowReader, rows
 
+# componentize-py may create a new FilterRows object per call: keep the
+# instance's state at module level.
+STATE = {}
+
 
 class FilterRows(exports.FilterRows):
     def info(self) -> types.ComponentInfo:
@@ -22,22 +26,24 @@ class FilterRows(exports.FilterRows):
     def init(self, config: str, input: types.Schema) -> None:
         try:
             settings = json.loads(config) if config.strip() else {}
-            self.prefixes = tuple(settings.get("prefixes", ["bot-", "test-"]))
             unknown = set(settings) - {"prefixes"}
             if unknown:
                 raise ValueError(f"unknown config keys: {sorted(unknown)}")
-            self.reader = RowReader(input)
-            self.user_id = self.reader.field("user_id")
+            reader = RowReader(input)
+            STATE["prefixes"] = tuple(settings.get("prefixes", ["bot-", "test-"]))
+            STATE["reader"] = reader
+            STATE["user_id"] = reader.field("user_id")
         except Exception as e:  # init errors are reported to the host, not raised
             raise Err(str(e))
 
     def filter(self, input: types.Rows) -> Verdicts:
+        reader, user_id, prefixes = STATE["reader"], STATE["user_id"], STATE["prefixes"]
         keep = bytearray()
         errors = []
         for i, row in enumerate(rows(input)):
             try:
-                user = self.reader.str(row, self.user_id)
-                keep.append(0 if user is None or user.startswith(self.prefixes) else 1)
+                user = reader.str(row, user_id)
+                keep.append(0 if user is None or user.startswith(prefixes) else 1)
             except Exception as e:
                 keep.append(0)
                 errors.append(types.RecordError(index=i, kind=types.ErrorKind.FAILED, message=str(e)))

@@ -29,16 +29,23 @@ impl OutputWriter {
     }
 }
 
+/// A writer thread; it returns the bytes it wrote.
+type WriterThread = JoinHandle<Result<u64, SinkError>>;
+
 /// Writer threads for every output of a job.
 pub struct FileSink {
     dir: PathBuf,
-    writers: Vec<(String, OutputWriter, JoinHandle<Result<u64, SinkError>>)>,
+    writers: Vec<(String, OutputWriter, WriterThread)>,
 }
 
 impl FileSink {
     /// Creates (truncating) `<dir>/<name>.jsonl` for each output and starts
     /// their writer threads.
-    pub fn create<'a>(dir: &Path, outputs: impl IntoIterator<Item = &'a str>, capacity: usize) -> Result<Self, SinkError> {
+    pub fn create<'a>(
+        dir: &Path,
+        outputs: impl IntoIterator<Item = &'a str>,
+        capacity: usize,
+    ) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
             path: dir.to_path_buf(),
             source,
@@ -87,7 +94,10 @@ impl FileSink {
 
     /// The writer of output `name`.
     pub fn writer(&self, name: &str) -> Option<OutputWriter> {
-        self.writers.iter().find(|(n, _, _)| n == name).map(|(_, w, _)| w.clone())
+        self.writers
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, w, _)| w.clone())
     }
 
     /// Waits for every writer to drain and sync; call after dropping all

@@ -257,10 +257,13 @@ impl FileReader {
                     let mut filled = o.buf.len();
                     o.buf.resize(target, 0);
                     while filled < target {
-                        let got = o.file.read(&mut o.buf[filled..]).map_err(|source| SourceError::Io {
-                            path: PathBuf::from(&*o.name),
-                            source,
-                        })?;
+                        let got = o
+                            .file
+                            .read(&mut o.buf[filled..])
+                            .map_err(|source| SourceError::Io {
+                                path: PathBuf::from(&*o.name),
+                                source,
+                            })?;
                         if got == 0 {
                             o.eof = true;
                             break;
@@ -289,8 +292,14 @@ mod tests {
         let mut out = Vec::new();
         while reader
             .read(3, |ev| match ev {
-                FileEvent::Record { file, offset, payload } => out.push((file.to_string(), offset, Ok(payload.to_vec()))),
-                FileEvent::Corrupt { file, offset, error, .. } => out.push((file.to_string(), offset, Err(error))),
+                FileEvent::Record {
+                    file,
+                    offset,
+                    payload,
+                } => out.push((file.to_string(), offset, Ok(payload.to_vec()))),
+                FileEvent::Corrupt {
+                    file, offset, error, ..
+                } => out.push((file.to_string(), offset, Err(error))),
             })
             .unwrap()
         {}
@@ -305,11 +314,21 @@ mod tests {
         std::fs::write(dir.path().join(".hidden"), "x\n").unwrap();
         let files = list_files(dir.path().to_str().unwrap()).unwrap();
         assert_eq!(files.len(), 2);
-        let mut r = FileReader::new(files, Framing::Lines, 100, None).unwrap().with_chunk(2);
-        let got: Vec<(u64, Vec<u8>)> = collect(&mut r).into_iter().map(|(_, o, p)| (o, p.unwrap())).collect();
+        let mut r = FileReader::new(files, Framing::Lines, 100, None)
+            .unwrap()
+            .with_chunk(2);
+        let got: Vec<(u64, Vec<u8>)> = collect(&mut r)
+            .into_iter()
+            .map(|(_, o, p)| (o, p.unwrap()))
+            .collect();
         assert_eq!(
             got,
-            vec![(0, b"a1".to_vec()), (4, b"a2".to_vec()), (0, b"b1".to_vec()), (3, b"b2".to_vec())]
+            vec![
+                (0, b"a1".to_vec()),
+                (4, b"a2".to_vec()),
+                (0, b"b1".to_vec()),
+                (3, b"b2".to_vec())
+            ]
         );
         assert_eq!(r.position(), None);
     }
@@ -328,10 +347,16 @@ mod tests {
         f.write_all(&bytes).unwrap();
         drop(f);
         let files = vec![path.clone()];
-        let all = collect(&mut FileReader::new(files.clone(), Framing::LengthDelimited, 1000, None).unwrap().with_chunk(5));
+        let all = collect(
+            &mut FileReader::new(files.clone(), Framing::LengthDelimited, 1000, None)
+                .unwrap()
+                .with_chunk(5),
+        );
         assert_eq!(all.len(), 50);
         // Stop after 20 records, then resume from the reported position.
-        let mut r = FileReader::new(files.clone(), Framing::LengthDelimited, 1000, None).unwrap().with_chunk(7);
+        let mut r = FileReader::new(files.clone(), Framing::LengthDelimited, 1000, None)
+            .unwrap()
+            .with_chunk(7);
         let mut first = Vec::new();
         while first.len() < 20 {
             r.read(1, |ev| {
@@ -342,8 +367,13 @@ mod tests {
             .unwrap();
         }
         let pos = r.position().unwrap();
-        let mut rest = FileReader::new(files, Framing::LengthDelimited, 1000, Some(&pos)).unwrap().with_chunk(3);
-        let second: Vec<Vec<u8>> = collect(&mut rest).into_iter().map(|(_, _, p)| p.unwrap()).collect();
+        let mut rest = FileReader::new(files, Framing::LengthDelimited, 1000, Some(&pos))
+            .unwrap()
+            .with_chunk(3);
+        let second: Vec<Vec<u8>> = collect(&mut rest)
+            .into_iter()
+            .map(|(_, _, p)| p.unwrap())
+            .collect();
         let joined: Vec<Vec<u8>> = first.into_iter().chain(second).collect();
         let expected: Vec<Vec<u8>> = all.into_iter().map(|(_, _, p)| p.unwrap()).collect();
         assert_eq!(joined, expected);
@@ -366,7 +396,9 @@ mod tests {
         let path = dir.path().join("big.jsonl");
         let line = "x".repeat(5000);
         std::fs::write(&path, format!("{line}\nshort\n")).unwrap();
-        let mut r = FileReader::new(vec![path], Framing::Lines, 10_000, None).unwrap().with_chunk(64);
+        let mut r = FileReader::new(vec![path], Framing::Lines, 10_000, None)
+            .unwrap()
+            .with_chunk(64);
         let got: Vec<Vec<u8>> = collect(&mut r).into_iter().map(|(_, _, p)| p.unwrap()).collect();
         assert_eq!(got, vec![line.into_bytes(), b"short".to_vec()]);
     }

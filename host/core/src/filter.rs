@@ -109,8 +109,7 @@ impl FilterSpec {
             FilterSpec::EventTime { from, until } => {
                 let idx = schema.event_time().ok_or_else(|| {
                     FilterError(
-                        "event_time filter: the deserializer's schema declares no event-time field"
-                            .into(),
+                        "event_time filter: the deserializer's schema declares no event-time field".into(),
                     )
                 })?;
                 Filter::EventTime {
@@ -140,14 +139,7 @@ impl FilterSpec {
                     seed: *seed,
                 }
             }
-            FilterSpec::Include {
-                field: name,
-                values,
-            }
-            | FilterSpec::Exclude {
-                field: name,
-                values,
-            } => {
+            FilterSpec::Include { field: name, values } | FilterSpec::Exclude { field: name, values } => {
                 let (idx, ty) = field(name)?;
                 let encoded = values
                     .iter()
@@ -350,7 +342,10 @@ mod tests {
                     f.keep(&Row::new(&r, 3), &r)
                 })
                 .collect();
-            assert!(decisions.iter().all(|d| *d == decisions[0]), "split entity {user}");
+            assert!(
+                decisions.iter().all(|d| *d == decisions[0]),
+                "split entity {user}"
+            );
             kept_users += usize::from(decisions[0]);
         }
         assert!((400..600).contains(&kept_users), "kept {kept_users}");
@@ -365,6 +360,13 @@ mod tests {
         .compile(&schema())
         .unwrap_err();
         assert!(err.to_string().contains("no field `nope`"), "{err}");
-        assert!(FilterSpec::Sample { fraction: 1.5, seed: 0 }.compile(&schema()).is_err());
+        assert!(
+            FilterSpec::Sample {
+                fraction: 1.5,
+                seed: 0
+            }
+            .compile(&schema())
+            .is_err()
+        );
     }
 }

@@ -259,7 +259,11 @@ impl Framer {
                     },
                 };
             }
-            Varint::Incomplete => return Step::NeedMore { at_least: Some(buf.len() + 1) },
+            Varint::Incomplete => {
+                return Step::NeedMore {
+                    at_least: Some(buf.len() + 1),
+                };
+            }
             Varint::Invalid => {
                 self.poisoned = true;
                 let n = buf.len().min(self.max_record);
@@ -383,7 +387,10 @@ mod tests {
     fn lines_handle_crlf_blank_lines_and_missing_final_newline() {
         for chunk in [1, 3, 1024] {
             let out = frame(Framing::Lines, b"a\r\n\n  \nbb\nccc", chunk, 100);
-            assert_eq!(out, vec![Ok(b"a".to_vec()), Ok(b"bb".to_vec()), Ok(b"ccc".to_vec())]);
+            assert_eq!(
+                out,
+                vec![Ok(b"a".to_vec()), Ok(b"bb".to_vec()), Ok(b"ccc".to_vec())]
+            );
         }
     }
 
@@ -393,7 +400,11 @@ mod tests {
             let out = frame(Framing::Lines, b"ok\n0123456789abcdef\nafter\n", chunk, 8);
             assert_eq!(out.first(), Some(&Ok(b"ok".to_vec())), "chunk {chunk}");
             assert_eq!(out.last(), Some(&Ok(b"after".to_vec())), "chunk {chunk}");
-            assert!(out[1..out.len() - 1].iter().all(|r| matches!(r, Err(FrameError::TooLarge { .. }))));
+            assert!(
+                out[1..out.len() - 1]
+                    .iter()
+                    .all(|r| matches!(r, Err(FrameError::TooLarge { .. })))
+            );
         }
     }
 
@@ -414,7 +425,12 @@ mod tests {
             let out = frame(Framing::LengthDelimited, &input, chunk, 1000);
             assert_eq!(
                 out,
-                vec![Ok(b"x".to_vec()), Ok(vec![]), Ok(big.clone()), Ok(b"tail".to_vec())]
+                vec![
+                    Ok(b"x".to_vec()),
+                    Ok(vec![]),
+                    Ok(big.clone()),
+                    Ok(b"tail".to_vec())
+                ]
             );
         }
     }

@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(parse_timestamp_ms("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_timestamp_ms("2024-02-29"), Ok(1_709_164_800_000));
         assert_eq!(parse_timestamp_ms("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
-        assert_eq!(parse_timestamp_ms("2023-11-14T23:13:20.5+01:00"), Ok(1_700_000_000_500));
+        assert_eq!(
+            parse_timestamp_ms("2023-11-14T23:13:20.5+01:00"),
+            Ok(1_700_000_000_500)
+        );
         assert_eq!(parse_timestamp_ms("1700000000000"), Ok(1_700_000_000_000));
         assert!(parse_timestamp_ms("2023-13-01").is_err());
         assert!(parse_timestamp_ms("yesterday").is_err());

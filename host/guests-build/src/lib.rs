@@ -66,7 +66,9 @@ pub fn build_rust(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
         .status()
         .map_err(|e| format!("cannot run cargo to build the guests: {e}"))?;
     if !status.success() {
-        return Err(format!("building the Rust guests failed ({status}); see the output above"));
+        return Err(format!(
+            "building the Rust guests failed ({status}); see the output above"
+        ));
     }
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut paths = Vec::new();
@@ -128,7 +130,9 @@ pub fn build_python(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
                 .status()
                 .map_err(|e| format!("cannot run componentize-py: {e}"))?;
             if !status.success() {
-                return Err(format!("componentize-py failed for guests/python/{dir} ({status})"));
+                return Err(format!(
+                    "componentize-py failed for guests/python/{dir} ({status})"
+                ));
             }
         }
         paths.push(dest);

@@ -24,7 +24,10 @@ impl std::error::Error for InterpolationError {}
 /// Replaces every `${NAME}` / `${NAME:-default}` in `text`, looking names up
 /// with `lookup`. With `:-`, an unset or empty variable takes the default;
 /// without it, an unset variable is an error (an empty one stays empty).
-pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, InterpolationError> {
+pub fn interpolate(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, InterpolationError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut line = 1;

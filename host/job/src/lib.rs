@@ -184,16 +184,21 @@ impl Job {
             at: at.to_string(),
             message,
         };
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         // Absolute paths make dead-letter positions and messages unambiguous.
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() { p.to_path_buf() } else { dir.join(p) }
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
         };
 
         if spec.name.trim().is_empty() {
@@ -205,7 +210,10 @@ impl Job {
         };
         let batch_size = spec.batch_size.unwrap_or(1024);
         if !(1..=65_536).contains(&batch_size) {
-            return Err(invalid("batch_size", format!("{batch_size} is not between 1 and 65536")));
+            return Err(invalid(
+                "batch_size",
+                format!("{batch_size} is not between 1 and 65536"),
+            ));
         }
         let channel_capacity = spec.channel_capacity.unwrap_or(4);
         if channel_capacity == 0 {
@@ -239,7 +247,11 @@ impl Job {
                     at,
                     format!(
                         "unknown component `{name}` (components: {})",
-                        if known.is_empty() { "none declared".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none declared".into()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 ))
             }
@@ -274,7 +286,11 @@ impl Job {
                     format!(
                         "unknown format `{}` (formats: {})",
                         s.format,
-                        if known.is_empty() { "none declared".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none declared".into()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 )
             })?;
@@ -284,7 +300,8 @@ impl Job {
             };
             let deserializer = ComponentUse {
                 component: format.deserializer.clone(),
-                config: config_json(&format.config).map_err(|m| invalid(&format!("formats.{}.config", s.format), m))?,
+                config: config_json(&format.config)
+                    .map_err(|m| invalid(&format!("formats.{}.config", s.format), m))?,
             };
             let mut filters = Vec::new();
             for (i, f) in s.filters.into_iter().enumerate() {
@@ -296,7 +313,10 @@ impl Job {
             }
             let output = s.output.unwrap_or_else(|| name.clone());
             if output == DLQ_OUTPUT {
-                return Err(invalid(&format!("{at}.output"), format!("`{DLQ_OUTPUT}` is reserved for dead letters")));
+                return Err(invalid(
+                    &format!("{at}.output"),
+                    format!("`{DLQ_OUTPUT}` is reserved for dead letters"),
+                ));
             }
             check_output_name(&output).map_err(|m| invalid(&format!("{at}.output"), m))?;
             outputs.insert(output.clone());
@@ -349,14 +369,23 @@ fn pinpoint_unknown_key(text: &str, message: &str) -> String {
     let Some((head, tail)) = message.rsplit_once(" at line ") else {
         return message.to_string();
     };
-    let Some(line) = tail.split_whitespace().next().and_then(|l| l.parse::<usize>().ok()) else {
+    let Some(line) = tail
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<usize>().ok())
+    else {
         return message.to_string();
     };
-    let found = text.lines().enumerate().skip(line.saturating_sub(1)).find(|(_, l)| {
-        let l = l.trim_start();
-        let l = l.strip_prefix("- ").unwrap_or(l).trim_start();
-        l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':'))
-    });
+    let found = text
+        .lines()
+        .enumerate()
+        .skip(line.saturating_sub(1))
+        .find(|(_, l)| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("- ").unwrap_or(l).trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        });
     match found {
         Some((i, _)) => format!("{head} at line {}", i + 1),
         None => message.to_string(),
@@ -365,10 +394,17 @@ fn pinpoint_unknown_key(text: &str, message: &str) -> String {
 
 /// Output names become file names: keep them tame.
 fn check_output_name(name: &str) -> Result<(), String> {
-    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') && !name.starts_with('.') {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !name.starts_with('.')
+    {
         Ok(())
     } else {
-        Err(format!("output name `{name}` must use only letters, digits, `_`, `-` and `.`"))
+        Err(format!(
+            "output name `{name}` must use only letters, digits, `_`, `-` and `.`"
+        ))
     }
 }
 

@@ -44,22 +44,45 @@ fn good_job_resolves_paths_defaults_and_filters() {
     assert_eq!(job.parallelism, 2);
     assert_eq!(job.limits.call_timeout, Duration::from_millis(250));
     assert_eq!(job.limits.max_memory, 64 << 20);
-    assert_eq!(job.components["json"], Path::new("/jobs/demo/../components/interaction-json.wasm"));
+    assert_eq!(
+        job.components["json"],
+        Path::new("/jobs/demo/../components/interaction-json.wasm")
+    );
     let src = &job.sources[0];
-    assert_eq!(src.kind, SourceKind::File { path: "/data/in.jsonl".into(), max_record: 16 << 20 });
+    assert_eq!(
+        src.kind,
+        SourceKind::File {
+            path: "/data/in.jsonl".into(),
+            max_record: 16 << 20
+        }
+    );
     assert_eq!(src.framing, Framing::Lines);
     assert_eq!(src.output, "events");
     assert_eq!(src.filters.len(), 4);
     assert_eq!(
         src.filters[1],
-        FilterStep::Builtin(FilterSpec::Include { field: "event_type".into(), values: vec!["click".into(), "7".into()] })
+        FilterStep::Builtin(FilterSpec::Include {
+            field: "event_type".into(),
+            values: vec!["click".into(), "7".into()]
+        })
     );
     assert_eq!(
         src.filters[3],
-        FilterStep::Component(ComponentUse { component: "bots".into(), config: r#"{"prefixes":["bot-"]}"#.into() })
+        FilterStep::Component(ComponentUse {
+            component: "bots".into(),
+            config: r#"{"prefixes":["bot-"]}"#.into()
+        })
     );
-    assert_eq!(job.sink, Sink::Files { dir: PathBuf::from("/jobs/demo/out") });
-    assert_eq!(job.outputs().into_iter().collect::<Vec<_>>(), vec!["dlq", "events"]);
+    assert_eq!(
+        job.sink,
+        Sink::Files {
+            dir: PathBuf::from("/jobs/demo/out")
+        }
+    );
+    assert_eq!(
+        job.outputs().into_iter().collect::<Vec<_>>(),
+        vec!["dlq", "events"]
+    );
 }
 
 #[test]
@@ -72,22 +95,44 @@ fn a_typo_is_rejected_with_its_line() {
 
 #[test]
 fn unknown_references_name_what_exists() {
-    let err = parse(&GOOD.replace("    format: json\n", "    format: xml\n"), &[]).unwrap_err().to_string();
-    assert!(err.contains("sources.events.format: unknown format `xml` (formats: json)"), "{err}");
-    let err = parse(&GOOD.replace("name: bots,", "name: robots,"), &[]).unwrap_err().to_string();
-    assert!(err.contains("sources.events.filters[3]: unknown component `robots` (components: bots, json)"), "{err}");
+    let err = parse(&GOOD.replace("    format: json\n", "    format: xml\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources.events.format: unknown format `xml` (formats: json)"),
+        "{err}"
+    );
+    let err = parse(&GOOD.replace("name: bots,", "name: robots,"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources.events.filters[3]: unknown component `robots` (components: bots, json)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_values_are_explained() {
-    let err = parse(&GOOD.replace("250ms", "soon"), &[]).unwrap_err().to_string();
+    let err = parse(&GOOD.replace("250ms", "soon"), &[])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`soon` is not a duration"), "{err}");
     let err = parse(GOOD, &[("PAR", "zero")]).unwrap_err().to_string();
-    assert!(err.contains("parallelism must be `auto` or a positive number"), "{err}");
-    let err = parse(&GOOD.replace("fraction: 0.5", "fraction: 5"), &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("parallelism must be `auto` or a positive number"),
+        "{err}"
+    );
+    let err = parse(&GOOD.replace("fraction: 0.5", "fraction: 5"), &[])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("fraction 5 is not between 0 and 1"), "{err}");
-    let err = parse(&GOOD.replace("${OUTPUT_DIR:-out}", "${OUTPUT_DIR}"), &[]).unwrap_err().to_string();
-    assert!(err.contains("line 26") && err.contains("`OUTPUT_DIR` is not set"), "{err}");
+    let err = parse(&GOOD.replace("${OUTPUT_DIR:-out}", "${OUTPUT_DIR}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 26") && err.contains("`OUTPUT_DIR` is not set"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -100,7 +145,10 @@ fn dlq_is_reserved() {
 #[test]
 fn a_typo_deep_in_a_mapping_names_its_own_line() {
     // serde reports the mapping's first line (17); the typo is on line 18.
-    let text = GOOD.replace("      path: ${INPUT:-data/events.jsonl}\n", "      path: ${INPUT:-data/events.jsonl}\n      max_recrod: 1MiB\n");
+    let text = GOOD.replace(
+        "      path: ${INPUT:-data/events.jsonl}\n",
+        "      path: ${INPUT:-data/events.jsonl}\n      max_recrod: 1MiB\n",
+    );
     let err = parse(&text, &[]).unwrap_err().to_string();
     assert!(err.contains("unknown field `max_recrod`"), "{err}");
     assert!(err.ends_with("at line 18"), "{err}");

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use prometheus::core::Collector;
-pub use prometheus::{Counter, Gauge, Histogram, IntCounter};
 use prometheus::local::LocalHistogram;
+pub use prometheus::{Counter, Gauge, Histogram, IntCounter};
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
     exponential_buckets,
@@ -80,7 +80,10 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let r = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(&r, IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")))
+            reg(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
         };
         let hist = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
             reg(
@@ -90,16 +93,32 @@ impl Metrics {
             )
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            reg(&r, GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")))
+            reg(
+                &r,
+                GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
         };
         let byte_buckets = exponential_buckets(16.0, 4.0, 10).unwrap_or_default();
         let age_buckets = exponential_buckets(0.001, 4.0, 14).unwrap_or_default();
         Arc::new(Metrics {
             records_in: counter("wafer_records_in_total", "Records entering a stage.", &["stage"]),
             records_out: counter("wafer_records_out_total", "Records leaving a stage.", &["stage"]),
-            filtered: counter("wafer_records_filtered_total", "Records a filter dropped.", &["stage"]),
-            dead_letters: counter("wafer_dead_letters_total", "Records sent to the dead-letter output, by reason.", &["reason"]),
-            payload_bytes: hist("wafer_payload_bytes", "Size of raw records read from a source.", &["source"], byte_buckets),
+            filtered: counter(
+                "wafer_records_filtered_total",
+                "Records a filter dropped.",
+                &["stage"],
+            ),
+            dead_letters: counter(
+                "wafer_dead_letters_total",
+                "Records sent to the dead-letter output, by reason.",
+                &["reason"],
+            ),
+            payload_bytes: hist(
+                "wafer_payload_bytes",
+                "Size of raw records read from a source.",
+                &["source"],
+                byte_buckets,
+            ),
             event_age: hist(
                 "wafer_event_age_seconds",
                 "Wall-clock time minus event time of deserialized records.",
@@ -109,13 +128,24 @@ impl Metrics {
             component_seconds: reg(
                 &r,
                 CounterVec::new(
-                    Opts::new("wafer_component_seconds_total", "Time spent inside guest components."),
+                    Opts::new(
+                        "wafer_component_seconds_total",
+                        "Time spent inside guest components.",
+                    ),
                     &["stage", "component"],
                 )
                 .unwrap_or_else(|e| panic!("component_seconds: {e}")),
             ),
-            component_calls: counter("wafer_component_calls_total", "Batch calls into guest components.", &["stage", "component"]),
-            watermark: gauge("wafer_watermark_ms", "Current event-time watermark of an operator (ms since the epoch).", &["operator"]),
+            component_calls: counter(
+                "wafer_component_calls_total",
+                "Batch calls into guest components.",
+                &["stage", "component"],
+            ),
+            watermark: gauge(
+                "wafer_watermark_ms",
+                "Current event-time watermark of an operator (ms since the epoch).",
+                &["operator"],
+            ),
             watermark_lag: gauge(
                 "wafer_watermark_lag_seconds",
                 "Wall-clock time minus the current watermark of an operator.",
@@ -175,7 +205,13 @@ impl Metrics {
 
     /// Declares a guest metric `wafer_guest_<name>{component=...}`; the same
     /// (component, name) always gets the same id.
-    pub fn guest_declare(&self, component: &str, name: &str, kind: GuestKind, help: &str) -> Result<u32, MetricError> {
+    pub fn guest_declare(
+        &self,
+        component: &str,
+        name: &str,
+        kind: GuestKind,
+        help: &str,
+    ) -> Result<u32, MetricError> {
         let err = |message: String| MetricError {
             name: name.to_string(),
             message,
@@ -206,7 +242,8 @@ impl Metrics {
                     .map_err(|e| err(e.to_string()))?,
             ),
             GuestKind::Gauge => GuestMetric::Gauge(
-                Gauge::with_opts(Opts::new(full, help).const_label("component", component)).map_err(|e| err(e.to_string()))?,
+                Gauge::with_opts(Opts::new(full, help).const_label("component", component))
+                    .map_err(|e| err(e.to_string()))?,
             ),
             GuestKind::Histogram => GuestMetric::Histogram(
                 Histogram::with_opts(HistogramOpts::new(full, help).const_label("component", component))
@@ -218,7 +255,9 @@ impl Metrics {
             GuestMetric::Gauge(c) => Box::new(c.clone()),
             GuestMetric::Histogram(c) => Box::new(c.clone()),
         };
-        self.registry.register(collector).map_err(|e| err(e.to_string()))?;
+        self.registry
+            .register(collector)
+            .map_err(|e| err(e.to_string()))?;
         let id = g.metrics.len() as u32;
         g.metrics.push(metric);
         g.by_name.insert((component.to_string(), name.to_string()), id);
@@ -304,7 +343,10 @@ impl LocalHist {
 
 /// Serves `GET /metrics` (and `/healthz`) on `addr` until the task is
 /// dropped. Returns the bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -353,16 +395,33 @@ mod tests {
         let m = Metrics::new();
         m.stage("deserialize").records_in.inc_by(3);
         m.dead_letters("decode").inc();
-        let id = m.guest_declare("bots", "dropped", GuestKind::Counter, "bots dropped").unwrap();
-        assert_eq!(m.guest_declare("bots", "dropped", GuestKind::Counter, "").unwrap(), id);
-        let id2 = m.guest_declare("other", "dropped", GuestKind::Counter, "").unwrap();
+        let id = m
+            .guest_declare("bots", "dropped", GuestKind::Counter, "bots dropped")
+            .unwrap();
+        assert_eq!(
+            m.guest_declare("bots", "dropped", GuestKind::Counter, "")
+                .unwrap(),
+            id
+        );
+        let id2 = m
+            .guest_declare("other", "dropped", GuestKind::Counter, "")
+            .unwrap();
         assert_ne!(id, id2);
         assert!(m.guest_declare("x", "dropped", GuestKind::Gauge, "").is_err());
         m.guest_counter_add(id, 5);
         let text = m.render();
-        assert!(text.contains("wafer_records_in_total{stage=\"deserialize\"} 3"), "{text}");
-        assert!(text.contains("wafer_dead_letters_total{reason=\"decode\"} 1"), "{text}");
-        assert!(text.contains("wafer_guest_dropped{component=\"bots\"} 5"), "{text}");
+        assert!(
+            text.contains("wafer_records_in_total{stage=\"deserialize\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wafer_dead_letters_total{reason=\"decode\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wafer_guest_dropped{component=\"bots\"} 5"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -371,7 +430,9 @@ mod tests {
         m.stage("s").records_out.inc();
         let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), m).await.unwrap();
         let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut body = String::new();
         c.read_to_string(&mut body).await.unwrap();
         assert!(body.starts_with("HTTP/1.1 200 OK"));

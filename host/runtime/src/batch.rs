@@ -76,7 +76,13 @@ mod tests {
         batch.push(&a, 2, b"2");
         batch.push(&b, 0, b"3");
         assert_eq!(batch.files.len(), 2);
-        assert_eq!(batch.position(1), Position::File { path: a.clone(), offset: 2 });
+        assert_eq!(
+            batch.position(1),
+            Position::File {
+                path: a.clone(),
+                offset: 2
+            }
+        );
         assert_eq!(batch.position(2), Position::File { path: b, offset: 0 });
     }
 }

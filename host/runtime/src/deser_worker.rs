@@ -22,7 +22,7 @@ pub(crate) enum Step {
     Builtin { filter: Filter, metrics: StageMetrics },
     /// A filter component.
     Component {
-        stage: FilterStage,
+        stage: Box<FilterStage>,
         name: Arc<str>,
         metrics: StageMetrics,
         timing: ComponentMetrics,
@@ -47,9 +47,10 @@ impl DeserWorker {
         let n_fields = schema.len();
         let event_time = schema.event_time();
         let stage = self.metrics.stage(&format!("deserialize:{}", self.source));
-        let timing = self
-            .metrics
-            .component(&format!("deserialize:{}", self.source), self.deser.component().name());
+        let timing = self.metrics.component(
+            &format!("deserialize:{}", self.source),
+            self.deser.component().name(),
+        );
         let payload_hist = LocalHist::new(&self.metrics.payload_bytes(&self.source));
         let age_hist = LocalHist::new(&self.metrics.event_age(&self.source));
         let deser_stage: Arc<str> = Arc::from("deserializer");
@@ -154,7 +155,9 @@ impl DeserWorker {
                             keep
                         });
                         metrics.records_out.inc_by(survivors.len() as u64);
-                        metrics.filtered.inc_by((before - survivors.len() - verdicts.failures.len()) as u64);
+                        metrics
+                            .filtered
+                            .inc_by((before - survivors.len() - verdicts.failures.len()) as u64);
                     }
                 }
             }
@@ -170,6 +173,9 @@ impl DeserWorker {
 }
 
 /// Checks built-in filters against the deserializer's schema.
-pub(crate) fn compile_filter(spec: &wafer_core::filter::FilterSpec, schema: &Schema) -> Result<Filter, String> {
+pub(crate) fn compile_filter(
+    spec: &wafer_core::filter::FilterSpec,
+    schema: &Schema,
+) -> Result<Filter, String> {
     spec.compile(schema).map_err(|e| e.to_string())
 }

@@ -32,7 +32,9 @@ use wafer_connectors::{SinkError, SourceError};
 use wafer_core::json::RowJson;
 use wafer_job::{FilterStep, Job, Sink, SourceKind};
 use wafer_metrics::Metrics;
-use wafer_wasm::{ComponentSlot, DeserializeStage, FilterStage, Grants, Limits, LoadError, WasmRuntime, World};
+use wafer_wasm::{
+    ComponentSlot, DeserializeStage, FilterStage, Grants, Limits, LoadError, WasmRuntime, World,
+};
 
 pub use source::SourceStats;
 
@@ -171,14 +173,26 @@ pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeErro
             for (i, (f, fslot)) in src.filters.iter().zip(&filter_slots).enumerate() {
                 match (f, fslot) {
                     (FilterStep::Builtin(spec), _) => {
-                        let filter = deser_worker::compile_filter(spec, &schema).map_err(|message| RuntimeError::Plan {
-                            at: format!("{at}.filters[{i}]"),
-                            message,
+                        let filter = deser_worker::compile_filter(spec, &schema).map_err(|message| {
+                            RuntimeError::Plan {
+                                at: format!("{at}.filters[{i}]"),
+                                message,
+                            }
                         })?;
-                        steps.push(PendingStep::Builtin(filter, format!("filter:{}:{i}:{}", src.name, spec.kind())));
+                        steps.push(PendingStep::Builtin(
+                            filter,
+                            format!("filter:{}:{i}:{}", src.name, spec.kind()),
+                        ));
                     }
                     (FilterStep::Component(c), Some(fslot)) => {
-                        let stage = FilterStage::new(&rt, fslot.clone(), c.config.clone(), schema.clone(), limits, telemetry.clone())?;
+                        let stage = FilterStage::new(
+                            &rt,
+                            fslot.clone(),
+                            c.config.clone(),
+                            schema.clone(),
+                            limits,
+                            telemetry.clone(),
+                        )?;
                         steps.push(PendingStep::Component(stage, Arc::from(c.component.as_str())));
                     }
                     (FilterStep::Component(_), None) => {
@@ -193,10 +207,11 @@ pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeErro
             source_name: src.name.clone(),
             error,
         })?;
-        let reader = FileReader::new(files, src.framing, *max_record, None).map_err(|error| RuntimeError::Source {
-            source_name: src.name.clone(),
-            error,
-        })?;
+        let reader =
+            FileReader::new(files, src.framing, *max_record, None).map_err(|error| RuntimeError::Source {
+                source_name: src.name.clone(),
+                error,
+            })?;
         pending.push(Pending {
             name: Arc::from(src.name.as_str()),
             reader,
@@ -230,7 +245,7 @@ pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeErro
                     PendingStep::Component(stage, name) => {
                         let label = format!("filter:{}:{}", p.name, name);
                         Step::Component {
-                            stage,
+                            stage: Box::new(stage),
                             metrics: metrics.stage(&label),
                             timing: metrics.component(&label, &name),
                             name,
@@ -287,7 +302,9 @@ impl Prepared {
             let batch_size = self.batch_size;
             let handle = std::thread::Builder::new()
                 .name(format!("source-{name}"))
-                .spawn(move || source::run_file_source(name, src.reader, senders, batch_size, src.dead_letters))
+                .spawn(move || {
+                    source::run_file_source(name, src.reader, senders, batch_size, src.dead_letters)
+                })
                 .map_err(spawn_err)?;
             source_threads.push((src.name.to_string(), handle));
         }

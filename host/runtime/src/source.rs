@@ -43,7 +43,11 @@ pub(crate) fn run_file_source(
     let mut disconnected = false;
     loop {
         let more = reader.read(batch_size * n, |ev| match ev {
-            FileEvent::Record { file, offset, payload } => {
+            FileEvent::Record {
+                file,
+                offset,
+                payload,
+            } => {
                 let w = partition(hash(payload), n);
                 let b = &mut batches[w];
                 b.push(file, offset, payload);

@@ -22,7 +22,9 @@ impl GuestTelemetry for MetricsTelemetry {
             MetricKind::Gauge => GuestKind::Gauge,
             MetricKind::Histogram => GuestKind::Histogram,
         };
-        self.0.guest_declare(component, name, kind, help).map_err(|e| e.to_string())
+        self.0
+            .guest_declare(component, name, kind, help)
+            .map_err(|e| e.to_string())
     }
 
     fn counter_add(&self, id: u32, value: u64) {

@@ -39,13 +39,23 @@ impl Role for Deser {
         }
     }
 
-    fn init(b: &Bindings, store: &mut Store<HostState>, config: &str, _: &()) -> wasmtime::Result<Result<Schema, String>> {
+    fn init(
+        b: &Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+        _: &(),
+    ) -> wasmtime::Result<Result<Schema, String>> {
         Ok(b.wafer_udf_deserialize()
             .call_init(store, config)?
             .and_then(schema_from_wit))
     }
 
-    fn call(b: &Bindings, store: &mut Store<HostState>, data: &[u8], ends: &[u32]) -> wasmtime::Result<Self::Raw> {
+    fn call(
+        b: &Bindings,
+        store: &mut Store<HostState>,
+        data: &[u8],
+        ends: &[u32],
+    ) -> wasmtime::Result<Self::Raw> {
         // The generated binding takes the record by reference; building it
         // copies the batch once more on the host, which is cheap next to the
         // copy into guest memory.

@@ -47,7 +47,12 @@ impl World {
     }
 
     fn all() -> [World; 4] {
-        [World::Deserializer, World::Filter, World::Processor, World::CoProcessor]
+        [
+            World::Deserializer,
+            World::Filter,
+            World::Processor,
+            World::CoProcessor,
+        ]
     }
 }
 
@@ -239,7 +244,9 @@ impl WasmRuntime {
             [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
             [a, b, c, d] => {
                 let e = [a.err(), b.err(), c.err(), d.err()].into_iter().flatten().next();
-                return Err(engine_error(e.unwrap_or_else(|| wasmtime::format_err!("linker setup failed"))));
+                return Err(engine_error(
+                    e.unwrap_or_else(|| wasmtime::format_err!("linker setup failed")),
+                ));
             }
         };
         Ok(WasmRuntime {
@@ -288,7 +295,12 @@ impl WasmRuntime {
     ) -> Store<HostState> {
         let mut store = Store::new(
             &self.inner.engine,
-            HostState::new(component.clone(), limits.max_memory, limits.grants, telemetry.clone()),
+            HostState::new(
+                component.clone(),
+                limits.max_memory,
+                limits.grants,
+                telemetry.clone(),
+            ),
         );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
@@ -308,7 +320,13 @@ impl WasmRuntime {
     }
 
     /// Like [`load`](Self::load), from bytes already in memory.
-    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8], world: World) -> Result<LoadedComponent, LoadError> {
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        world: World,
+    ) -> Result<LoadedComponent, LoadError> {
         let engine = &self.inner.engine;
         let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile {
             name: name.to_string(),
@@ -338,19 +356,30 @@ impl WasmRuntime {
             return Err(wrong(format!(
                 "it does not export `{}` (it exports: {}){looks_like}",
                 world.export(),
-                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") },
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                },
             )));
         }
         let linker = &self.inner.linkers[world as usize];
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| wrong(format!("its imports cannot be satisfied: {}", first_line(&format!("{e:#}")))))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            wrong(format!(
+                "its imports cannot be satisfied: {}",
+                first_line(&format!("{e:#}"))
+            ))
+        })?;
         let detail = |e: wasmtime::Error| wrong(first_line(&format!("{e:#}")));
         let pre = match world {
-            World::Deserializer => Pre::Deserializer(bindings::deserializer::DeserializerPre::new(pre).map_err(detail)?),
+            World::Deserializer => {
+                Pre::Deserializer(bindings::deserializer::DeserializerPre::new(pre).map_err(detail)?)
+            }
             World::Filter => Pre::Filter(bindings::filter::FilterPre::new(pre).map_err(detail)?),
             World::Processor => Pre::Processor(bindings::processor::ProcessorPre::new(pre).map_err(detail)?),
-            World::CoProcessor => Pre::CoProcessor(bindings::co_processor::CoProcessorPre::new(pre).map_err(detail)?),
+            World::CoProcessor => {
+                Pre::CoProcessor(bindings::co_processor::CoProcessorPre::new(pre).map_err(detail)?)
+            }
         };
         let mut loaded = LoadedComponent {
             name: name.into(),
@@ -373,7 +402,15 @@ impl WasmRuntime {
         let mut store = self.store(&c.name, &Limits::default(), &telemetry);
         let fail = |e: wasmtime::Error, store: &Store<HostState>| {
             let stderr = store.data().stderr.take();
-            c.start_error(format!("{}{}", first_line(&format!("{e:#}")), if stderr.is_empty() { String::new() } else { format!(" (guest stderr: {stderr})") }))
+            c.start_error(format!(
+                "{}{}",
+                first_line(&format!("{e:#}")),
+                if stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (guest stderr: {stderr})")
+                }
+            ))
         };
         let info = match &c.pre {
             Pre::Deserializer(p) => {

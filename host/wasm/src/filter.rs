@@ -38,11 +38,22 @@ impl Role for FilterRole {
         }
     }
 
-    fn init(b: &Bindings, store: &mut Store<HostState>, config: &str, input: &Schema) -> wasmtime::Result<Result<(), String>> {
-        b.wafer_udf_filter_rows().call_init(store, config, &schema_to_wit(input))
+    fn init(
+        b: &Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+        input: &Schema,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.wafer_udf_filter_rows()
+            .call_init(store, config, &schema_to_wit(input))
     }
 
-    fn call(b: &Bindings, store: &mut Store<HostState>, data: &[u8], ends: &[u32]) -> wasmtime::Result<Self::Raw> {
+    fn call(
+        b: &Bindings,
+        store: &mut Store<HostState>,
+        data: &[u8],
+        ends: &[u32],
+    ) -> wasmtime::Result<Self::Raw> {
         let input = Rows {
             data: data.to_vec(),
             ends: ends.to_vec(),

@@ -21,7 +21,13 @@ use crate::bindings::{log, metrics};
 /// metrics registry; [`NoTelemetry`] drops metrics.
 pub trait GuestTelemetry: Send + Sync {
     /// Declares a metric of component `component`; returns its id.
-    fn declare(&self, component: &str, name: &str, kind: metrics::MetricKind, help: &str) -> Result<u32, String>;
+    fn declare(
+        &self,
+        component: &str,
+        name: &str,
+        kind: metrics::MetricKind,
+        help: &str,
+    ) -> Result<u32, String>;
     /// Adds to a counter.
     fn counter_add(&self, id: u32, value: u64);
     /// Sets a gauge.
@@ -51,7 +57,12 @@ pub(crate) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             self.hit = true;
             return Ok(false);
@@ -59,7 +70,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold function references; a million is far beyond any real
         // component and stops a runaway one.
         Ok(desired <= 1_000_000)
@@ -188,12 +204,19 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(component: Arc<str>, max_memory: usize, grants: Grants, telemetry: Arc<dyn GuestTelemetry>) -> Self {
+    pub(crate) fn new(
+        component: Arc<str>,
+        max_memory: usize,
+        grants: Grants,
+        telemetry: Arc<dyn GuestTelemetry>,
+    ) -> Self {
         let stderr = TailPipe::default();
         let mut b = WasiCtx::builder();
         // No preopened directories, no environment, no arguments, no network:
         // nothing is granted unless listed here.
-        b.stderr(stderr.clone()).stdout(stderr.clone()).allow_ip_name_lookup(false);
+        b.stderr(stderr.clone())
+            .stdout(stderr.clone())
+            .allow_ip_name_lookup(false);
         if !grants.clock {
             b.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
         }

@@ -22,7 +22,7 @@ mod host;
 mod slot;
 mod stage;
 
-pub use deserialize::{DeserializeStage, Decoded};
+pub use deserialize::{Decoded, DeserializeStage};
 pub use engine::{ComponentInfo, Limits, LoadError, LoadedComponent, WasmRuntime, World};
 pub use filter::{FilterStage, Verdicts};
 pub use host::{Grants, GuestTelemetry, NoTelemetry};

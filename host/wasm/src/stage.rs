@@ -29,7 +29,12 @@ pub(crate) trait Role: Sized {
         config: &str,
         input: &Self::Input,
     ) -> wasmtime::Result<Result<Self::Setup, String>>;
-    fn call(b: &Self::Bindings, store: &mut Store<HostState>, data: &[u8], ends: &[u32]) -> wasmtime::Result<Self::Raw>;
+    fn call(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        data: &[u8],
+        ends: &[u32],
+    ) -> wasmtime::Result<Self::Raw>;
 }
 
 struct Instance<R: Role> {
@@ -95,7 +100,14 @@ impl<R: Role> Isolated<R> {
         }
         let (component, generation) = self.slot.current();
         self.generation = generation;
-        match start::<R>(&self.rt, &component, &self.config, &self.input, &self.limits, &self.telemetry) {
+        match start::<R>(
+            &self.rt,
+            &component,
+            &self.config,
+            &self.input,
+            &self.limits,
+            &self.telemetry,
+        ) {
             Ok((instance, setup)) if setup == self.setup => {
                 tracing::info!(
                     component = component.name(),
@@ -109,7 +121,10 @@ impl<R: Role> Isolated<R> {
                 component = component.name(),
                 "refused the new component version: it declares a different schema"
             ),
-            Err(e) => tracing::error!(component = component.name(), "refused the new component version: {e}"),
+            Err(e) => tracing::error!(
+                component = component.name(),
+                "refused the new component version: {e}"
+            ),
         }
     }
 
@@ -117,7 +132,14 @@ impl<R: Role> Isolated<R> {
     /// next call starts a fresh one.
     pub(crate) fn call(&mut self, data: &[u8], ends: &[u32]) -> Result<R::Raw, CallError> {
         if self.instance.is_none() {
-            match start::<R>(&self.rt, &self.component, &self.config, &self.input, &self.limits, &self.telemetry) {
+            match start::<R>(
+                &self.rt,
+                &self.component,
+                &self.config,
+                &self.input,
+                &self.limits,
+                &self.telemetry,
+            ) {
                 Ok((i, _)) => self.instance = Some(i),
                 Err(e) => return Err(CallError::Trap(format!("cannot restart the component: {e}"))),
             }

@@ -155,10 +155,7 @@ impl Schema {
                     .position(|f| f.name == name)
                     .ok_or_else(|| SchemaError::UnknownEventTime(name.to_string()))?;
                 if fields[idx].ty != FieldType::Int {
-                    return Err(SchemaError::EventTimeNotInt(
-                        name.to_string(),
-                        fields[idx].ty,
-                    ));
+                    return Err(SchemaError::EventTimeNotInt(name.to_string(), fields[idx].ty));
                 }
                 Some(idx)
             }
@@ -432,7 +429,10 @@ impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RowError::TooShort { len, need } => {
-                write!(f, "row of {len} bytes is shorter than its fixed part of {need} bytes")
+                write!(
+                    f,
+                    "row of {len} bytes is shorter than its fixed part of {need} bytes"
+                )
             }
             RowError::MissingField(n) => write!(f, "required field `{n}` is missing"),
             RowError::OutOfBounds(n) => write!(f, "field `{n}` points outside the row"),
@@ -455,7 +455,7 @@ pub fn validate(bytes: &[u8], schema: &Schema) -> Result<(), RowError> {
             need,
         });
     }
-    if n % 8 != 0 {
+    if !n.is_multiple_of(8) {
         let last = bytes[n / 8];
         if last >> (n % 8) != 0 {
             return Err(RowError::StrayBits);
@@ -608,7 +608,11 @@ mod tests {
         let s = schema();
         let mut buf = vec![9, 9]; // rows may follow other bytes
         let mut w = RowWriter::new(&mut buf, s.len());
-        w.str(0, "ünïcode").int(1, -42).float(2, 1.5).bool(3, true).bytes(4, &[0, 255]);
+        w.str(0, "ünïcode")
+            .int(1, -42)
+            .float(2, 1.5)
+            .bool(3, true)
+            .bytes(4, &[0, 255]);
         let end = w.finish();
         let row = Row::new(&buf[2..end], s.len());
         assert!(validate(row.as_bytes(), &s).is_ok());

@@ -21,7 +21,9 @@ const WIT: &str = include_str!("../../../wit/wafer.wit");
 /// macros.
 #[proc_macro]
 pub fn __world_bindings(input: TokenStream) -> TokenStream {
-    let world = parse_macro_input!(input as syn::Ident).to_string().replace('_', "-");
+    let world = parse_macro_input!(input as syn::Ident)
+        .to_string()
+        .replace('_', "-");
     let known = ["deserializer", "filter", "processor", "co-processor"];
     if !known.contains(&world.as_str()) {
         let msg = format!("unknown wafer world `{world}`; expected one of {known:?}");
@@ -79,7 +81,10 @@ fn derive(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let mut types = Vec::new();
     let mut event_time: Option<String> = None;
     for f in fields {
-        let ident = f.ident.clone().ok_or_else(|| syn::Error::new_spanned(f, "unnamed field"))?;
+        let ident = f
+            .ident
+            .clone()
+            .ok_or_else(|| syn::Error::new_spanned(f, "unnamed field"))?;
         let mut field_name = ident.to_string();
         for attr in f.attrs.iter().filter(|a| a.path().is_ident("wafer")) {
             attr.parse_nested_meta(|meta| {
@@ -102,7 +107,10 @@ fn derive(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             event_time = Some(field_name.clone());
         }
         if names.contains(&field_name) {
-            return Err(syn::Error::new_spanned(f, format!("field name `{field_name}` is used twice")));
+            return Err(syn::Error::new_spanned(
+                f,
+                format!("field name `{field_name}` is used twice"),
+            ));
         }
         names.push(field_name);
         idents.push(ident);

@@ -123,7 +123,9 @@ impl<D: Deserializer> DeserializerState<D> {
         };
         for i in 0..batch.len() {
             match batch.get(i) {
-                None => out.errors.push(record_error(i, Error::failed("bad batch offsets"))),
+                None => out
+                    .errors
+                    .push(record_error(i, Error::failed("bad batch offsets"))),
                 Some(payload) => match self.inner.deserialize(payload) {
                     Ok(record) => {
                         let mut w = RowWriter::new(&mut out.data, n);

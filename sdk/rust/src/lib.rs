@@ -238,7 +238,9 @@ macro_rules! __common_glue {
             }
         }
 
-        fn schema_from_wit(s: t::Schema) -> ::core::result::Result<$crate::row::Schema, ::std::string::String> {
+        fn schema_from_wit(
+            s: t::Schema,
+        ) -> ::core::result::Result<$crate::row::Schema, ::std::string::String> {
             let fields = s
                 .fields
                 .into_iter()

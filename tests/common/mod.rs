@@ -1,0 +1,147 @@
+//! Helpers shared by the end-to-end tests: run the real `wafer` binary on a
+//! job file in a temporary directory, generate inputs with the repository's
+//! generator, read outputs back.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Directory of the components built from source for tests.
+pub fn components() -> &'static str {
+    wafer_test_guests::COMPONENTS_DIR
+}
+
+/// A scratch directory for one test.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a job file (with `@COMPONENTS@` replaced by the built
+    /// components' directory) and returns its path.
+    pub fn job(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, yaml.replace("@COMPONENTS@", components())).expect("write job");
+        path
+    }
+
+    /// Runs `wafer run <job>` with extra environment.
+    pub fn run(&self, job: &Path, env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafer"));
+        cmd.arg("run")
+            .arg(job)
+            .arg("--metrics-file")
+            .arg(self.path("metrics.txt"));
+        cmd.env("WAFER_COMPONENTS", components());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run wafer")
+    }
+
+    /// Runs and asserts success.
+    pub fn run_ok(&self, job: &Path, env: &[(&str, &str)]) -> Output {
+        let out = self.run(job, env);
+        assert!(
+            out.status.success(),
+            "wafer failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Generates interaction events with examples/generate.py.
+    pub fn generate_interactions(&self, out: &str, args: &[&str]) -> PathBuf {
+        let path = self.path(out);
+        let status = Command::new("python3")
+            .arg(repo().join("examples/generate.py"))
+            .arg("interactions")
+            .arg("--out")
+            .arg(&path)
+            .args(args)
+            .status()
+            .expect("python3");
+        assert!(status.success(), "generator failed");
+        path
+    }
+
+    /// Reads `<dir>/<output>.jsonl`.
+    pub fn output(&self, dir: &str, output: &str) -> Vec<Value> {
+        read_jsonl(&self.path(dir).join(format!("{output}.jsonl")))
+    }
+
+    /// The final metrics of the last run.
+    pub fn metrics(&self) -> String {
+        std::fs::read_to_string(self.path("metrics.txt")).unwrap_or_default()
+    }
+}
+
+/// Reads a JSON-lines file; every line must parse.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line in {}: {e}: {l}", path.display()))
+        })
+        .collect()
+}
+
+/// Rows as sorted canonical strings, for multiset comparisons.
+pub fn multiset(rows: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Asserts that two sets of rows are equal as multisets, printing a short
+/// account of the differences (not the whole sets) when they are not.
+#[track_caller]
+pub fn assert_same_rows(got: &[Value], want: &[Value]) {
+    let (g, w) = (multiset(got), multiset(want));
+    if g == w {
+        return;
+    }
+    let missing: Vec<&String> = w.iter().filter(|x| g.binary_search(x).is_err()).take(5).collect();
+    let extra: Vec<&String> = g.iter().filter(|x| w.binary_search(x).is_err()).take(5).collect();
+    panic!(
+        "rows differ: got {} rows, want {}\nmissing (first 5): {missing:#?}\nunexpected (first 5): {extra:#?}",
+        g.len(),
+        w.len()
+    );
+}
+
+/// Lines of a raw input file (JSON lines), without blank ones.
+pub fn input_lines(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path)
+        .expect("read input")
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The value of a Prometheus sample (`name{labels}`) in a metrics dump.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
