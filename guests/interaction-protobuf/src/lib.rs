@@ -1,5 +1,5 @@
 //! Deserializer component for interaction events encoded as the protobuf
-//! message `reference.v1.Interaction` (`examples/user-features/interaction.proto`).
+//! message `reference.v1.Interaction` (`guests/interaction-protobuf/interaction.proto`).
 //!
 //! proto3 cannot tell an unset field from its default, so the required fields
 //! are checked by value: an empty `user_id` or `event_type`, or an

@@ -13,6 +13,8 @@ pub const RUST_GUESTS: &[&str] = &[
     "interaction-protobuf",
     "filter-example",
     "faulty",
+    "bench-noop",
+    "bench-keep-all",
 ];
 
 /// The Python guests: (directory under `guests/python`, world).

@@ -10,11 +10,36 @@ use wafer_core::dead_letter::{DeadLetter, Reason};
 use wafer_core::filter::Filter;
 use wafer_metrics::{ComponentMetrics, LocalHist, Metrics, StageMetrics};
 use wafer_row::{BatchBuf, Row, Schema};
-use wafer_wasm::{DeserializeStage, FilterStage};
+use wafer_wasm::{Decoded, DeserializeStage, FilterStage};
 
 use crate::batch::RawBatch;
 use crate::dead_letters::{DeadLetters, reason_of};
 use crate::downstream::Downstream;
+
+/// A deserializer as a worker sees it: a Wasm component, or (for measuring
+/// the Wasm tax) the same logic compiled into the host.
+pub trait Deserialize: Send {
+    /// The schema of the rows produced.
+    fn schema(&self) -> &Schema;
+    /// The name shown in metrics.
+    fn name(&self) -> &str;
+    /// Deserializes a batch; one row or one failure per payload.
+    fn run(&mut self, data: &[u8], ends: &[u32]) -> Decoded;
+}
+
+impl Deserialize for DeserializeStage {
+    fn schema(&self) -> &Schema {
+        DeserializeStage::schema(self)
+    }
+
+    fn name(&self) -> &str {
+        self.component().name()
+    }
+
+    fn run(&mut self, data: &[u8], ends: &[u32]) -> Decoded {
+        DeserializeStage::run(self, data, ends)
+    }
+}
 
 /// One step of the filter chain.
 pub(crate) enum Step {
@@ -33,7 +58,7 @@ pub(crate) enum Step {
 /// instantiation error surfaces before any record is read.
 pub(crate) struct DeserWorker {
     pub(crate) source: Arc<str>,
-    pub(crate) deser: DeserializeStage,
+    pub(crate) deser: Box<dyn Deserialize>,
     pub(crate) steps: Vec<Step>,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) downstream: Downstream,
@@ -49,7 +74,7 @@ impl DeserWorker {
         let stage = self.metrics.stage(&format!("deserialize:{}", self.source));
         let timing = self.metrics.component(
             &format!("deserialize:{}", self.source),
-            self.deser.component().name(),
+            self.deser.name(),
         );
         let payload_hist = LocalHist::new(&self.metrics.payload_bytes(&self.source));
         let age_hist = LocalHist::new(&self.metrics.event_age(&self.source));

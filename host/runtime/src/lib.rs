@@ -36,7 +36,9 @@ use wafer_wasm::{
     ComponentSlot, DeserializeStage, FilterStage, Grants, Limits, LoadError, WasmRuntime, World,
 };
 
+pub use deser_worker::Deserialize;
 pub use source::SourceStats;
+pub use wafer_wasm::{Decoded, FailKind, Failure};
 
 use batch::RawBatch;
 use dead_letters::DeadLetters;
@@ -100,9 +102,26 @@ pub struct Prepared {
     sink: FileSink,
 }
 
+/// Makes a native deserializer for one worker.
+pub type NativeDeserializer = Arc<dyn Fn() -> Box<dyn Deserialize> + Send + Sync>;
+
+/// Stand-ins compiled into the host for components named in a job, used to
+/// measure what running a stage in Wasm costs against the same logic run
+/// natively (benchmarks); a job never needs them.
+#[derive(Default, Clone)]
+pub struct Natives {
+    /// Deserializers by component name.
+    pub deserializers: HashMap<String, NativeDeserializer>,
+}
+
 /// Loads a job's components and builds its workers; reports any problem
 /// before a record is read.
 pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeError> {
+    prepare_with(job, metrics, &Natives::default())
+}
+
+/// Like [`prepare`], serving the components named in `natives` natively.
+pub fn prepare_with(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Result<Prepared, RuntimeError> {
     let rt = WasmRuntime::new()?;
     let limits = Limits {
         call_timeout: job.limits.call_timeout,
@@ -140,7 +159,7 @@ pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeErro
     struct Pending {
         name: Arc<str>,
         reader: FileReader,
-        workers: Vec<(DeserializeStage, Vec<PendingStep>)>,
+        workers: Vec<(Box<dyn Deserialize>, Vec<PendingStep>)>,
         output: String,
     }
     enum PendingStep {
@@ -150,7 +169,11 @@ pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeErro
     let mut pending = Vec::new();
     for src in &job.sources {
         let at = format!("sources.{}", src.name);
-        let deser_slot = slot(&src.deserializer.component, World::Deserializer)?;
+        let native = natives.deserializers.get(&src.deserializer.component);
+        let deser_slot = match native {
+            Some(_) => None,
+            None => Some(slot(&src.deserializer.component, World::Deserializer)?),
+        };
         let filter_slots = src
             .filters
             .iter()
@@ -161,13 +184,17 @@ pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeErro
             .collect::<Result<Vec<_>, _>>()?;
         let mut workers = Vec::new();
         for _ in 0..job.parallelism {
-            let deser = DeserializeStage::new(
-                &rt,
-                deser_slot.clone(),
-                src.deserializer.config.clone(),
-                limits,
-                telemetry.clone(),
-            )?;
+            let deser: Box<dyn Deserialize> = match (native, &deser_slot) {
+                (Some(make), _) => make(),
+                (None, Some(slot)) => Box::new(DeserializeStage::new(
+                    &rt,
+                    slot.clone(),
+                    src.deserializer.config.clone(),
+                    limits,
+                    telemetry.clone(),
+                )?),
+                (None, None) => return Err(RuntimeError::Internal("deserializer without a slot".into())),
+            };
             let schema = deser.schema().clone();
             let mut steps = Vec::new();
             for (i, (f, fslot)) in src.filters.iter().zip(&filter_slots).enumerate() {
