@@ -17,9 +17,17 @@ use wafer_runtime::Deserialize;
 use wafer_wasm::{ComponentSlot, DeserializeStage, FilterStage, Limits, NoTelemetry, WasmRuntime, World};
 
 fn stage(rt: &WasmRuntime, path: &str) -> DeserializeStage {
-    let c = rt.load("bench", Path::new(path), World::Deserializer).expect("load");
-    DeserializeStage::new(rt, ComponentSlot::new(c), "{}".into(), Limits::default(), Arc::new(NoTelemetry))
-        .expect("start")
+    let c = rt
+        .load("bench", Path::new(path), World::Deserializer)
+        .expect("load");
+    DeserializeStage::new(
+        rt,
+        ComponentSlot::new(c),
+        "{}".into(),
+        Limits::default(),
+        Arc::new(NoTelemetry),
+    )
+    .expect("start")
 }
 
 fn boundary(c: &mut Criterion) {
@@ -27,7 +35,11 @@ fn boundary(c: &mut Criterion) {
     let mut noop = stage(&rt, wafer_test_guests::BENCH_NOOP);
     let mut json = stage(&rt, wafer_test_guests::INTERACTION_JSON);
     let keep = rt
-        .load("keep", Path::new(wafer_test_guests::BENCH_KEEP_ALL), World::Filter)
+        .load(
+            "keep",
+            Path::new(wafer_test_guests::BENCH_KEEP_ALL),
+            World::Filter,
+        )
         .expect("load");
     let mut filter = FilterStage::new(
         &rt,
@@ -57,8 +69,12 @@ fn boundary(c: &mut Criterion) {
     let batch = event_batch(1024, 150);
     let mut native = NativeInteractionJson::default();
     g.throughput(Throughput::Elements(1024));
-    g.bench_function("wasm", |b| b.iter(|| black_box(json.run(&batch.data, &batch.ends))));
-    g.bench_function("native", |b| b.iter(|| black_box(native.run(&batch.data, &batch.ends))));
+    g.bench_function("wasm", |b| {
+        b.iter(|| black_box(json.run(&batch.data, &batch.ends)))
+    });
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(native.run(&batch.data, &batch.ends)))
+    });
     g.finish();
 }
 

@@ -34,7 +34,10 @@ sink:
 "#;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -47,16 +50,21 @@ fn main() {
     let runs = env_usize("WAFER_BENCH_RUNS", 3);
     let input = interactions_file(events, &["--corrupt", "0.001"]);
     let out = tempfile::tempdir().expect("tempdir");
-    let native: NativeDeserializer = Arc::new(|| Box::new(NativeInteractionJson::default()) as Box<dyn Deserialize>);
+    let native: NativeDeserializer =
+        Arc::new(|| Box::new(NativeInteractionJson::default()) as Box<dyn Deserialize>);
 
-    let mut table = String::from("| parallelism | deserializer | events/s (median) | Wasm / native |\n|---|---|---|---|\n");
+    let mut table = String::from(
+        "| parallelism | deserializer | events/s (median) | Wasm / native |\n|---|---|---|---|\n",
+    );
     let mut json = Vec::new();
     for par in [1usize, 2] {
         let mut medians = Vec::new();
         for mode in ["wasm", "native"] {
             let mut natives = Natives::default();
             if mode == "native" {
-                natives.deserializers.insert("interaction-json".into(), native.clone());
+                natives
+                    .deserializers
+                    .insert("interaction-json".into(), native.clone());
             }
             let mut rates = Vec::new();
             for _ in 0..runs {
@@ -80,11 +88,17 @@ fn main() {
             rates.sort_by(f64::total_cmp);
             let median = rates[rates.len() / 2];
             eprintln!("parallelism {par}, {mode}: {median:.0} events/s (runs: {rates:.0?})");
-            json.push(format!(r#"{{"parallelism":{par},"mode":"{mode}","events_per_s":{median:.0}}}"#));
+            json.push(format!(
+                r#"{{"parallelism":{par},"mode":"{mode}","events_per_s":{median:.0}}}"#
+            ));
             medians.push(median);
         }
         let ratio = medians[0] / medians[1];
-        table.push_str(&format!("| {par} | Wasm | {:.0} | {:.0}% |\n", medians[0], ratio * 100.0));
+        table.push_str(&format!(
+            "| {par} | Wasm | {:.0} | {:.0}% |\n",
+            medians[0],
+            ratio * 100.0
+        ));
         table.push_str(&format!("| {par} | native | {:.0} | |\n", medians[1]));
     }
     println!("\nclean-events pipeline, {events} JSON events, {runs} runs each:\n\n{table}");

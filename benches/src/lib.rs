@@ -22,7 +22,8 @@ pub fn event_json(i: usize, len: usize) -> Vec<u8> {
         1_700_000_000_000u64 + i as u64 * 100
     );
     let pad = len.saturating_sub(base.len());
-    base.replace("item-", &format!("item-{}", "x".repeat(pad))).into_bytes()
+    base.replace("item-", &format!("item-{}", "x".repeat(pad)))
+        .into_bytes()
 }
 
 /// A batch of `n` events of about `len` bytes.
@@ -45,7 +46,14 @@ pub fn interactions_file(events: usize, extra: &[&str]) -> PathBuf {
     if !file.exists() {
         let status = Command::new("python3")
             .arg(repo().join("examples/generate.py"))
-            .args(["interactions", "--format", "json", "--events", &events.to_string(), "--out"])
+            .args([
+                "interactions",
+                "--format",
+                "json",
+                "--events",
+                &events.to_string(),
+                "--out",
+            ])
             .arg(&base)
             .args(extra)
             .status();

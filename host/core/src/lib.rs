@@ -11,4 +11,7 @@ pub mod filter;
 pub mod framing;
 pub mod hash;
 pub mod json;
+pub mod key;
 pub mod time;
+pub mod watermark;
+pub mod window;

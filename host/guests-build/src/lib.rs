@@ -15,6 +15,7 @@ pub const RUST_GUESTS: &[&str] = &[
     "faulty",
     "bench-noop",
     "bench-keep-all",
+    "sessions",
 ];
 
 /// The Python guests: (directory under `guests/python`, world).

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use wafer_core::filter::FilterSpec;
 use wafer_core::framing::Framing;
+use wafer_core::window::{AggFn, AggSpec, WindowKind};
 
-use spec::{FilterEntry, FramingName, JobFile, Parallelism};
+use spec::{AggregateSpec, FilterEntry, FramingName, JobFile, Parallelism, WatermarkSpec};
 
 /// Why a job file was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +82,72 @@ pub struct Job {
     pub components: BTreeMap<String, PathBuf>,
     /// Sources, in name order.
     pub sources: Vec<Source>,
+    /// The keyed stage, if the job has windows or processors.
+    pub keyed: Option<Keyed>,
     /// The sink.
     pub sink: Sink,
+}
+
+/// The keyed stage: windows and processors over keyed sources.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    /// Keyed workers.
+    pub parallelism: usize,
+    /// Allowed lateness in milliseconds.
+    pub allowed_lateness_ms: i64,
+    /// Where late records go, if anywhere.
+    pub late_output: Option<String>,
+    /// RocksDB directory to keep; `None`: a temporary one.
+    pub state_dir: Option<PathBuf>,
+    /// Cache entries per keyed worker.
+    pub cache_entries: usize,
+    /// Windows, in name order.
+    pub windows: Vec<Window>,
+    /// Processors, in name order.
+    pub processors: Vec<ProcessorUse>,
+}
+
+/// A window run by the host.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Its name (the stable id of its state).
+    pub name: String,
+    /// Index of the source it reads.
+    pub input: usize,
+    /// Shape.
+    pub kind: WindowKind,
+    /// Filters on its input.
+    pub filter: Vec<FilterSpec>,
+    /// Aggregates.
+    pub aggregates: Vec<AggSpec>,
+    /// Output name.
+    pub output: String,
+    /// Field holding the window start.
+    pub start_field: String,
+    /// Field holding the window end.
+    pub end_field: String,
+}
+
+/// A processor component in the keyed stage.
+#[derive(Debug, Clone)]
+pub struct ProcessorUse {
+    /// Its name (the stable id of its state).
+    pub name: String,
+    /// The component and config.
+    pub component: ComponentUse,
+    /// Indexes of the sources it reads, in order.
+    pub inputs: Vec<usize>,
+    /// Job output for each of its outputs, where renamed.
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// Watermark settings of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    /// Bounded out-of-orderness in milliseconds.
+    pub out_of_orderness_ms: i64,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
 }
 
 /// Guest limits of the job.
@@ -139,8 +204,12 @@ pub struct Source {
     pub deserializer: ComponentUse,
     /// Filters, in order.
     pub filters: Vec<FilterStep>,
-    /// The output its records go to.
-    pub output: String,
+    /// The output its records go to directly, if any.
+    pub output: Option<String>,
+    /// Key fields, if its records reach the keyed stage.
+    pub key_by: Option<Vec<String>>,
+    /// Watermark settings.
+    pub watermark: Watermark,
 }
 
 /// Where outputs are written.
@@ -178,7 +247,7 @@ impl Job {
     }
 
     /// Validates a parsed job file.
-    pub fn from_spec(path: &Path, spec: JobFile) -> Result<Job, JobError> {
+    pub fn from_spec(path: &Path, mut spec: JobFile) -> Result<Job, JobError> {
         let invalid = |at: &str, message: String| JobError::Invalid {
             path: path.to_path_buf(),
             at: at.to_string(),
@@ -263,9 +332,10 @@ impl Job {
         if spec.sources.is_empty() {
             return Err(invalid("sources", "the job needs at least one source".into()));
         }
+        let has_keyed = !spec.windows.is_empty() || !spec.processors.is_empty();
+        let job_watermark = watermark(&spec.watermark, None);
         let mut sources = Vec::new();
-        let mut outputs = BTreeSet::new();
-        for (name, s) in spec.sources {
+        for (name, s) in std::mem::take(&mut spec.sources) {
             let at = format!("sources.{name}");
             let kind = match &s.file {
                 Some(f) => {
@@ -311,15 +381,25 @@ impl Job {
                     component_ref(&fat, &c.component)?;
                 }
             }
-            let output = s.output.unwrap_or_else(|| name.clone());
-            if output == DLQ_OUTPUT {
+            let output = match s.output {
+                Some(o) => Some(o),
+                None if has_keyed => None,
+                None => Some(name.clone()),
+            };
+            if let Some(o) = &output {
+                check_output_name(o).map_err(|m| invalid(&format!("{at}.output"), m))?;
+            }
+            let key_by = s.key_by.or_else(|| spec.key_by.clone());
+            if key_by.as_ref().is_some_and(Vec::is_empty) {
                 return Err(invalid(
-                    &format!("{at}.output"),
-                    format!("`{DLQ_OUTPUT}` is reserved for dead letters"),
+                    &format!("{at}.key_by"),
+                    "needs at least one field".into(),
                 ));
             }
-            check_output_name(&output).map_err(|m| invalid(&format!("{at}.output"), m))?;
-            outputs.insert(output.clone());
+            let watermark = match &s.watermark {
+                Some(w) => watermark(w, Some(job_watermark)),
+                None => job_watermark,
+            };
             sources.push(Source {
                 name,
                 kind,
@@ -327,8 +407,22 @@ impl Job {
                 deserializer,
                 filters,
                 output,
+                key_by,
+                watermark,
             });
         }
+        let keyed = if has_keyed {
+            Some(keyed_stage(
+                &spec,
+                &sources,
+                parallelism,
+                &resolve,
+                &invalid,
+                &component_ref,
+            )?)
+        } else {
+            None
+        };
 
         let sink = match spec.sink.file {
             Some(f) => Sink::Files { dir: resolve(&f.dir) },
@@ -344,15 +438,242 @@ impl Job {
             limits,
             components,
             sources,
+            keyed,
             sink,
         })
     }
 
-    /// Every output the job writes, dead letters included.
+    /// Every output the job writes that is known before components start
+    /// (processors add the outputs they declare), dead letters included.
     pub fn outputs(&self) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = self.sources.iter().map(|s| s.output.clone()).collect();
+        let mut out: BTreeSet<String> = self.sources.iter().filter_map(|s| s.output.clone()).collect();
+        if let Some(k) = &self.keyed {
+            out.extend(k.windows.iter().map(|w| w.output.clone()));
+            out.extend(k.late_output.iter().cloned());
+        }
         out.insert(DLQ_OUTPUT.to_string());
         out
+    }
+}
+
+fn watermark(w: &WatermarkSpec, base: Option<Watermark>) -> Watermark {
+    let base = base.unwrap_or(Watermark {
+        out_of_orderness_ms: 5_000,
+        idle_timeout: Duration::from_secs(30),
+    });
+    Watermark {
+        out_of_orderness_ms: w
+            .out_of_orderness
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(base.out_of_orderness_ms),
+        idle_timeout: w.idle_timeout.unwrap_or(base.idle_timeout),
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Validates windows, processors and the keyed stage's settings.
+fn keyed_stage(
+    spec: &JobFile,
+    sources: &[Source],
+    parallelism: usize,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    invalid: &dyn Fn(&str, String) -> JobError,
+    component_ref: &dyn Fn(&str, &str) -> Result<(), JobError>,
+) -> Result<Keyed, JobError> {
+    let source_index = |at: &str, name: &Option<String>| -> Result<usize, JobError> {
+        match name {
+            Some(n) => sources.iter().position(|s| &s.name == n).ok_or_else(|| {
+                let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+                invalid(
+                    at,
+                    format!("unknown source `{n}` (sources: {})", known.join(", ")),
+                )
+            }),
+            None if sources.len() == 1 => Ok(0),
+            None => Err(invalid(at, "the job has several sources: name the input".into())),
+        }
+    };
+    let mut used = BTreeSet::new();
+    let mut windows = Vec::new();
+    for (name, w) in &spec.windows {
+        let at = format!("windows.{name}");
+        let input = source_index(&format!("{at}.input"), &w.input)?;
+        used.insert(input);
+        let kinds = [w.tumbling.is_some(), w.sliding.is_some(), w.session.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(invalid(
+                &at,
+                "a window is exactly one of `tumbling`, `sliding` or `session`".into(),
+            ));
+        }
+        let kind = if let Some(size) = w.tumbling {
+            WindowKind::Tumbling { size_ms: ms(size) }
+        } else if let Some(sl) = &w.sliding {
+            if sl.slide.is_zero() || sl.slide > sl.size {
+                return Err(invalid(
+                    &format!("{at}.sliding"),
+                    "`slide` must be positive and at most `size`".into(),
+                ));
+            }
+            WindowKind::Sliding {
+                size_ms: ms(sl.size),
+                slide_ms: ms(sl.slide),
+            }
+        } else if let Some(se) = &w.session {
+            WindowKind::Session { gap_ms: ms(se.gap) }
+        } else {
+            return Err(invalid(&at, "missing window shape".into()));
+        };
+        let positive = match kind {
+            WindowKind::Tumbling { size_ms } => size_ms > 0,
+            WindowKind::Sliding { size_ms, .. } => size_ms > 0,
+            WindowKind::Session { gap_ms } => gap_ms > 0,
+        };
+        if !positive {
+            return Err(invalid(&at, "window length must be more than zero".into()));
+        }
+        let mut filter = Vec::new();
+        for (i, f) in w.filter.iter().enumerate() {
+            match filter_step(clone_filter(f)).map_err(|m| invalid(&format!("{at}.where[{i}]"), m))? {
+                FilterStep::Builtin(b) => filter.push(b),
+                FilterStep::Component(_) => {
+                    return Err(invalid(
+                        &format!("{at}.where[{i}]"),
+                        "window filters are built-in filters; put components in the source's filters".into(),
+                    ));
+                }
+            }
+        }
+        if w.aggregates.is_empty() {
+            return Err(invalid(
+                &format!("{at}.aggregates"),
+                "a window needs at least one aggregate".into(),
+            ));
+        }
+        let aggregates = w
+            .aggregates
+            .iter()
+            .map(|(n, a)| AggSpec {
+                name: n.clone(),
+                func: match a {
+                    AggregateSpec::Count => AggFn::Count,
+                    AggregateSpec::Sum(f) => AggFn::Sum(f.clone()),
+                    AggregateSpec::Min(f) => AggFn::Min(f.clone()),
+                    AggregateSpec::Max(f) => AggFn::Max(f.clone()),
+                    AggregateSpec::Avg(f) => AggFn::Avg(f.clone()),
+                },
+            })
+            .collect();
+        let output = w.output.clone().unwrap_or_else(|| name.clone());
+        check_output_name(&output).map_err(|m| invalid(&format!("{at}.output"), m))?;
+        windows.push(Window {
+            name: name.clone(),
+            input,
+            kind,
+            filter,
+            aggregates,
+            output,
+            start_field: w.start_field.clone().unwrap_or_else(|| "window_start_ms".into()),
+            end_field: w.end_field.clone().unwrap_or_else(|| "window_end_ms".into()),
+        });
+    }
+    let mut processors = Vec::new();
+    for (name, p) in &spec.processors {
+        let at = format!("processors.{name}");
+        component_ref(&format!("{at}.component"), &p.component)?;
+        let inputs = match &p.inputs {
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    &format!("{at}.inputs"),
+                    "needs at least one input".into(),
+                ));
+            }
+            Some(list) => list
+                .iter()
+                .map(|n| source_index(&format!("{at}.inputs"), &Some(n.clone())))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![source_index(&format!("{at}.inputs"), &None)?],
+        };
+        used.extend(inputs.iter().copied());
+        for o in p.outputs.values() {
+            check_output_name(o).map_err(|m| invalid(&format!("{at}.outputs"), m))?;
+        }
+        processors.push(ProcessorUse {
+            name: name.clone(),
+            component: ComponentUse {
+                component: p.component.clone(),
+                config: config_json(&p.config).map_err(|m| invalid(&format!("{at}.config"), m))?,
+            },
+            inputs,
+            outputs: p.outputs.clone(),
+        });
+    }
+    for i in used {
+        if sources[i].key_by.is_none() {
+            return Err(invalid(
+                &format!("sources.{}", sources[i].name),
+                "its records reach windows or processors, so it needs `key_by` (here or at the top of the job)".into(),
+            ));
+        }
+    }
+    if let Some(late) = &spec.late_output {
+        check_output_name(late).map_err(|m| invalid("late_output", m))?;
+    }
+    let keyed_parallelism = match spec.keyed_parallelism {
+        Parallelism::Auto => parallelism,
+        Parallelism::Fixed(n) => n,
+    };
+    if keyed_parallelism > wafer_core::key::KEY_GROUPS as usize {
+        return Err(invalid(
+            "keyed_parallelism",
+            format!("at most {} keyed workers", wafer_core::key::KEY_GROUPS),
+        ));
+    }
+    Ok(Keyed {
+        parallelism: keyed_parallelism,
+        allowed_lateness_ms: spec.allowed_lateness.map(ms).unwrap_or(0),
+        late_output: spec.late_output.clone(),
+        state_dir: spec.state.dir.as_deref().map(resolve),
+        cache_entries: spec.state.cache_entries.unwrap_or(1_000_000).max(1),
+        windows,
+        processors,
+    })
+}
+
+fn clone_filter(f: &FilterEntry) -> FilterEntry {
+    match f {
+        FilterEntry::EventTime { from, until } => FilterEntry::EventTime {
+            from: from.clone(),
+            until: until.clone(),
+        },
+        FilterEntry::Sample { fraction, seed } => FilterEntry::Sample {
+            fraction: *fraction,
+            seed: *seed,
+        },
+        FilterEntry::SampleBy {
+            field,
+            fraction,
+            seed,
+        } => FilterEntry::SampleBy {
+            field: field.clone(),
+            fraction: *fraction,
+            seed: *seed,
+        },
+        FilterEntry::Include { field, values } => FilterEntry::Include {
+            field: field.clone(),
+            values: values.clone(),
+        },
+        FilterEntry::Exclude { field, values } => FilterEntry::Exclude {
+            field: field.clone(),
+            values: values.clone(),
+        },
+        FilterEntry::Component { name, config } => FilterEntry::Component {
+            name: name.clone(),
+            config: config.clone(),
+        },
     }
 }
 
@@ -392,8 +713,11 @@ fn pinpoint_unknown_key(text: &str, message: &str) -> String {
     }
 }
 
-/// Output names become file names: keep them tame.
+/// Output names become file names: keep them tame; `dlq` is reserved.
 fn check_output_name(name: &str) -> Result<(), String> {
+    if name == DLQ_OUTPUT {
+        return Err(format!("`{DLQ_OUTPUT}` is reserved for dead letters"));
+    }
     if !name.is_empty()
         && name
             .chars()

@@ -35,8 +35,145 @@ pub struct JobFile {
     pub formats: BTreeMap<String, FormatSpec>,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceSpec>,
+    /// Fields the keyed stage keys every source by (a source may override).
+    #[serde(default)]
+    pub key_by: Option<Vec<String>>,
+    /// Watermarks of every source (a source may override).
+    #[serde(default)]
+    pub watermark: WatermarkSpec,
+    /// How far behind the watermark a record may be and still count.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub allowed_lateness: Option<Duration>,
+    /// The output late records go to, whole (without it they are dropped and
+    /// counted).
+    #[serde(default)]
+    pub late_output: Option<String>,
+    /// Keyed workers (default: `parallelism`).
+    #[serde(default)]
+    pub keyed_parallelism: Parallelism,
+    /// Keyed state.
+    #[serde(default)]
+    pub state: StateSpec,
+    /// Windows run by the host, by name.
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    pub windows: BTreeMap<String, WindowSpec>,
+    /// Processor components, by name.
+    #[serde(default)]
+    pub processors: BTreeMap<String, ProcessorSpec>,
     /// Where outputs go.
     pub sink: SinkSpec,
+}
+
+/// Watermark settings.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkSpec {
+    /// How far out of event-time order records may arrive (default 5s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub out_of_orderness: Option<Duration>,
+    /// An input silent this long (wall clock) stops holding the watermark
+    /// back until it sends again (default 30s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Keyed state settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// RocksDB directory (default: a temporary directory removed at exit).
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Entries kept in memory per keyed worker (default 1,000,000).
+    #[serde(default)]
+    pub cache_entries: Option<usize>,
+}
+
+/// A window run by the host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// The source it reads (default: the only source).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// Tumbling windows of this size.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub tumbling: Option<Duration>,
+    /// Sliding windows.
+    #[serde(default)]
+    pub sliding: Option<SlidingSpec>,
+    /// Session windows.
+    #[serde(default)]
+    pub session: Option<SessionSpec>,
+    /// Filters on the window's input (same forms as a source's filters).
+    #[serde(default, rename = "where")]
+    pub filter: Vec<FilterEntry>,
+    /// Aggregates by output field name.
+    pub aggregates: BTreeMap<String, AggregateSpec>,
+    /// The output (default: the window's name).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Name of the window-start field (default `window_start_ms`).
+    #[serde(default)]
+    pub start_field: Option<String>,
+    /// Name of the window-end field (default `window_end_ms`).
+    #[serde(default)]
+    pub end_field: Option<String>,
+}
+
+/// Sliding windows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlidingSpec {
+    /// Window length.
+    #[serde(deserialize_with = "req_duration")]
+    pub size: Duration,
+    /// Distance between window starts.
+    #[serde(deserialize_with = "req_duration")]
+    pub slide: Duration,
+}
+
+/// Session windows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    /// Inactivity gap.
+    #[serde(deserialize_with = "req_duration")]
+    pub gap: Duration,
+}
+
+/// An aggregate: `count`, or `{ sum | min | max | avg: field }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AggregateSpec {
+    /// Number of records.
+    Count,
+    /// Sum of a field.
+    Sum(String),
+    /// Smallest value of a field.
+    Min(String),
+    /// Largest value of a field.
+    Max(String),
+    /// Mean of a field.
+    Avg(String),
+}
+
+/// A processor component run by the keyed stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorSpec {
+    /// The component.
+    pub component: String,
+    /// The sources it reads, in order (default: the only source). Two or
+    /// more make it a co-processor.
+    #[serde(default)]
+    pub inputs: Option<Vec<String>>,
+    /// Config handed to its `init`.
+    #[serde(default)]
+    pub config: serde_yaml::Value,
+    /// Job output for each of its outputs (default: the same name).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// `auto` or a positive number.
@@ -116,9 +253,16 @@ pub struct SourceSpec {
     /// map (`- include: {...}`).
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub filters: Vec<FilterEntry>,
-    /// The output the source's records go to.
+    /// The output the source's records go to (default: the source's name
+    /// when the job has no windows or processors).
     #[serde(default)]
     pub output: Option<String>,
+    /// Key fields for the keyed stage (overrides the job's `key_by`).
+    #[serde(default)]
+    pub key_by: Option<Vec<String>>,
+    /// Watermark settings (override the job's).
+    #[serde(default)]
+    pub watermark: Option<WatermarkSpec>,
 }
 
 /// A file source.
@@ -241,6 +385,11 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     wafer_core::time::parse_duration(&s)
         .map(Some)
         .map_err(de::Error::custom)
+}
+
+fn req_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = ScalarString::deserialize(d)?.0;
+    wafer_core::time::parse_duration(&s).map_err(de::Error::custom)
 }
 
 fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {

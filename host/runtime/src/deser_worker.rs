@@ -8,6 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 use wafer_core::dead_letter::{DeadLetter, Reason};
 use wafer_core::filter::Filter;
+use wafer_core::watermark::BoundedOutOfOrderness;
 use wafer_metrics::{ComponentMetrics, LocalHist, Metrics, StageMetrics};
 use wafer_row::{BatchBuf, Row, Schema};
 use wafer_wasm::{Decoded, DeserializeStage, FilterStage};
@@ -63,6 +64,8 @@ pub(crate) struct DeserWorker {
     pub(crate) dead_letters: DeadLetters,
     pub(crate) downstream: Downstream,
     pub(crate) metrics: Arc<Metrics>,
+    /// This worker's event-time watermark.
+    pub(crate) watermark: BoundedOutOfOrderness,
 }
 
 impl DeserWorker {
@@ -72,10 +75,9 @@ impl DeserWorker {
         let n_fields = schema.len();
         let event_time = schema.event_time();
         let stage = self.metrics.stage(&format!("deserialize:{}", self.source));
-        let timing = self.metrics.component(
-            &format!("deserialize:{}", self.source),
-            self.deser.name(),
-        );
+        let timing = self
+            .metrics
+            .component(&format!("deserialize:{}", self.source), self.deser.name());
         let payload_hist = LocalHist::new(&self.metrics.payload_bytes(&self.source));
         let age_hist = LocalHist::new(&self.metrics.event_age(&self.source));
         let deser_stage: Arc<str> = Arc::from("deserializer");
@@ -113,7 +115,10 @@ impl DeserWorker {
                 let row = Row::new(rows.get(i).unwrap_or_default(), n_fields);
                 if let Some(et) = event_time {
                     match row.int(et) {
-                        Some(t) => age_hist.observe((now - t) as f64 / 1000.0),
+                        Some(t) => {
+                            age_hist.observe((now - t) as f64 / 1000.0);
+                            self.watermark.observe(t);
+                        }
                         None => {
                             self.dead_letters.push(&DeadLetter {
                                 source: self.source.clone(),
@@ -188,19 +193,20 @@ impl DeserWorker {
             }
 
             stage.records_out.inc_by(survivors.len() as u64);
-            self.downstream.send(&schema, &rows, &survivors);
+            let wm = self.watermark.watermark();
+            self.downstream.send(
+                &schema,
+                &rows,
+                &survivors,
+                &batch,
+                wm,
+                &mut self.dead_letters,
+                &self.source,
+            );
             self.dead_letters.flush();
             payload_hist.flush();
             age_hist.flush();
         }
         self.downstream.finish();
     }
-}
-
-/// Checks built-in filters against the deserializer's schema.
-pub(crate) fn compile_filter(
-    spec: &wafer_core::filter::FilterSpec,
-    schema: &Schema,
-) -> Result<Filter, String> {
-    spec.compile(schema).map_err(|e| e.to_string())
 }

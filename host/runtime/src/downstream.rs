@@ -1,39 +1,61 @@
-//! Where a deserialization worker sends the rows that survived its filters.
+//! Where a deserialization worker sends the rows that survived its filters:
+//! straight to an output as JSON lines, to the keyed stage, or both.
+
+use std::sync::Arc;
 
 use wafer_connectors::file_sink::OutputWriter;
 use wafer_core::json::RowJson;
 use wafer_row::{Batch, Row, Schema};
 
-/// The next stage after deserialization and filters.
-pub(crate) enum Downstream {
+use crate::batch::RawBatch;
+use crate::dead_letters::DeadLetters;
+use crate::keyed::KeyedRouter;
+
+/// The next stages after deserialization and filters.
+pub(crate) struct Downstream {
     /// Straight to an output, rendered as JSON lines.
-    Output {
-        /// the output's writer
-        writer: OutputWriter,
-        /// renderer for the source's schema
-        json: RowJson,
-    },
+    pub output: Option<(OutputWriter, RowJson)>,
+    /// To the keyed stage.
+    pub keyed: Option<KeyedRouter>,
 }
 
 impl Downstream {
-    /// Sends rows `survivors` (indexes into `rows`) on.
-    pub(crate) fn send(&mut self, schema: &Schema, rows: &Batch<'_>, survivors: &[u32]) {
-        match self {
-            Downstream::Output { writer, json } => {
-                if survivors.is_empty() {
-                    return;
-                }
-                let mut buf = Vec::with_capacity(survivors.len() * 160);
-                for &i in survivors {
-                    let row = Row::new(rows.get(i as usize).unwrap_or_default(), schema.len());
-                    json.write(&row, &mut buf);
-                    buf.push(b'\n');
-                }
-                writer.write(buf);
+    /// Sends rows `survivors` (indexes into `rows`) on, with the worker's
+    /// watermark after this batch.
+    pub(crate) fn send(
+        &mut self,
+        schema: &Schema,
+        rows: &Batch<'_>,
+        survivors: &[u32],
+        raw: &RawBatch,
+        watermark: i64,
+        dead: &mut DeadLetters,
+        source: &Arc<str>,
+    ) {
+        if let Some((writer, json)) = &self.output
+            && !survivors.is_empty()
+        {
+            let mut buf = Vec::with_capacity(survivors.len() * 160);
+            for &i in survivors {
+                let row = Row::new(rows.get(i as usize).unwrap_or_default(), schema.len());
+                json.write(&row, &mut buf);
+                buf.push(b'\n');
             }
+            writer.write(buf);
+        }
+        if let Some(router) = &mut self.keyed {
+            let position = |i: usize| raw.position(i);
+            let payload = |i: usize| raw.records.as_batch().get(i).unwrap_or_default().to_vec();
+            router.send(
+                schema, rows, survivors, &position, &payload, watermark, dead, source,
+            );
         }
     }
 
     /// No more rows will come.
-    pub(crate) fn finish(self) {}
+    pub(crate) fn finish(self) {
+        if let Some(router) = &self.keyed {
+            router.finish();
+        }
+    }
 }

@@ -9,6 +9,12 @@ pub mod processor {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "processor",
+        // State and timer calls can fail (a bad index, a full disk): they
+        // trap the guest rather than return garbage.
+        imports: {
+            "wafer:udf/state": trappable,
+            "wafer:udf/timers": trappable,
+        },
     });
 }
 

@@ -29,7 +29,6 @@ struct Deser;
 impl Role for Deser {
     type Bindings = Bindings;
     type Setup = Schema;
-    type Raw = crate::bindings::deserializer::exports::wafer::udf::deserialize::Decoded;
     type Input = ();
 
     fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
@@ -49,22 +48,19 @@ impl Role for Deser {
             .call_init(store, config)?
             .and_then(schema_from_wit))
     }
+}
 
-    fn call(
-        b: &Bindings,
-        store: &mut Store<HostState>,
-        data: &[u8],
-        ends: &[u32],
-    ) -> wasmtime::Result<Self::Raw> {
-        // The generated binding takes the record by reference; building it
-        // copies the batch once more on the host, which is cheap next to the
-        // copy into guest memory.
-        let input = Payloads {
-            data: data.to_vec(),
-            ends: ends.to_vec(),
-        };
-        b.wafer_udf_deserialize().call_deserialize(store, &input)
-    }
+type Raw = crate::bindings::deserializer::exports::wafer::udf::deserialize::Decoded;
+
+fn call(b: &Bindings, store: &mut Store<HostState>, data: &[u8], ends: &[u32]) -> wasmtime::Result<Raw> {
+    // The generated binding takes the record by reference; building it
+    // copies the batch once more on the host, which is cheap next to the
+    // copy into guest memory.
+    let input = Payloads {
+        data: data.to_vec(),
+        ends: ends.to_vec(),
+    };
+    b.wafer_udf_deserialize().call_deserialize(store, &input)
 }
 
 /// Runs a deserializer component over batches, isolating bad records.
@@ -102,13 +98,13 @@ impl DeserializeStage {
     /// record by record, and only the records at fault are reported.
     pub fn run(&mut self, data: &[u8], ends: &[u32]) -> Decoded {
         self.guest.follow_swap();
-        match self.guest.call(data, ends) {
+        match self.guest.call(|b, s| call(b, s, data, ends)) {
             Ok(raw) => self.accept(raw, ends.len()),
             Err(_) => self.isolate(data, ends),
         }
     }
 
-    fn accept(&self, raw: <Deser as Role>::Raw, n: usize) -> Decoded {
+    fn accept(&self, raw: Raw, n: usize) -> Decoded {
         let schema = self.schema();
         let rows = BatchBuf {
             data: raw.rows.data,
@@ -159,7 +155,10 @@ impl DeserializeStage {
             let end = end as usize;
             let payload = data.get(start..end).unwrap_or_default();
             start = end;
-            match self.guest.call(payload, &[payload.len() as u32]) {
+            match self
+                .guest
+                .call(|b, s| call(b, s, payload, &[payload.len() as u32]))
+            {
                 Ok(raw) => {
                     let one = self.accept(raw, 1);
                     match one.failures.into_iter().next() {

@@ -270,12 +270,11 @@ impl WasmRuntime {
                 bindings::deserializer::Deserializer::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
             }
             World::Filter => bindings::filter::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
-            World::Processor | World::CoProcessor => {
-                // Processors also import state and timers, provided by the
-                // processor host (added with keyed state).
-                bindings::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-                bindings::metrics::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-                bindings::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+            World::Processor => {
+                bindings::processor::Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
+            }
+            World::CoProcessor => {
+                bindings::co_processor::CoProcessor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
             }
         }
         Ok(linker)

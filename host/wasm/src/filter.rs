@@ -28,7 +28,6 @@ struct FilterRole;
 impl Role for FilterRole {
     type Bindings = Bindings;
     type Setup = ();
-    type Raw = crate::bindings::filter::exports::wafer::udf::filter_rows::Verdicts;
     type Input = Schema;
 
     fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
@@ -47,19 +46,16 @@ impl Role for FilterRole {
         b.wafer_udf_filter_rows()
             .call_init(store, config, &schema_to_wit(input))
     }
+}
 
-    fn call(
-        b: &Bindings,
-        store: &mut Store<HostState>,
-        data: &[u8],
-        ends: &[u32],
-    ) -> wasmtime::Result<Self::Raw> {
-        let input = Rows {
-            data: data.to_vec(),
-            ends: ends.to_vec(),
-        };
-        b.wafer_udf_filter_rows().call_filter(store, &input)
-    }
+type Raw = crate::bindings::filter::exports::wafer::udf::filter_rows::Verdicts;
+
+fn call(b: &Bindings, store: &mut Store<HostState>, data: &[u8], ends: &[u32]) -> wasmtime::Result<Raw> {
+    let input = Rows {
+        data: data.to_vec(),
+        ends: ends.to_vec(),
+    };
+    b.wafer_udf_filter_rows().call_filter(store, &input)
 }
 
 /// Runs a filter component over batches of rows, isolating bad records.
@@ -91,7 +87,7 @@ impl FilterStage {
     /// Filters a batch of rows (`data` split at `ends`).
     pub fn run(&mut self, data: &[u8], ends: &[u32]) -> Verdicts {
         self.guest.follow_swap();
-        match self.guest.call(data, ends) {
+        match self.guest.call(|b, s| call(b, s, data, ends)) {
             Ok(raw) => accept(raw, ends.len()),
             Err(_) => {
                 let mut out = Verdicts::default();
@@ -100,7 +96,7 @@ impl FilterStage {
                     let end = end as usize;
                     let row = data.get(start..end).unwrap_or_default();
                     start = end;
-                    match self.guest.call(row, &[row.len() as u32]) {
+                    match self.guest.call(|b, s| call(b, s, row, &[row.len() as u32])) {
                         Ok(raw) => {
                             let one = accept(raw, 1);
                             out.keep.push(one.keep.first().copied().unwrap_or(false));
@@ -125,7 +121,7 @@ impl FilterStage {
     }
 }
 
-fn accept(raw: <FilterRole as Role>::Raw, n: usize) -> Verdicts {
+fn accept(raw: Raw, n: usize) -> Verdicts {
     if raw.keep.len() != n {
         return Verdicts {
             keep: vec![false; n],

@@ -201,6 +201,9 @@ pub(crate) struct HostState {
     pub(crate) stderr: TailPipe,
     component: Arc<str>,
     telemetry: Arc<dyn GuestTelemetry>,
+    /// Keyed state and timers, lent by the runtime for the duration of a
+    /// processor call.
+    pub(crate) keyed: Option<Box<dyn crate::processor::KeyedBackend>>,
 }
 
 impl HostState {
@@ -230,6 +233,7 @@ impl HostState {
             stderr,
             component,
             telemetry,
+            keyed: None,
         }
     }
 }

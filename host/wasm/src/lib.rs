@@ -19,6 +19,7 @@ mod deserialize;
 mod engine;
 mod filter;
 mod host;
+mod processor;
 mod slot;
 mod stage;
 
@@ -26,6 +27,10 @@ pub use deserialize::{Decoded, DeserializeStage};
 pub use engine::{ComponentInfo, Limits, LoadError, LoadedComponent, WasmRuntime, World};
 pub use filter::{FilterStage, Verdicts};
 pub use host::{Grants, GuestTelemetry, NoTelemetry};
+pub use processor::{
+    KeyedBackend, KeyedBatch, OutputSpec, ProcInputs, ProcOutput, ProcessorSpec, ProcessorStage, StateKind,
+    StateSpec, TimeDomain, TimerBatch,
+};
 pub use slot::ComponentSlot;
 
 /// How a record failed inside a guest.

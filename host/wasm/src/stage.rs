@@ -17,8 +17,6 @@ pub(crate) trait Role: Sized {
     type Bindings;
     /// What `init` yields (a schema for deserializers).
     type Setup: Clone + PartialEq;
-    /// What a batch call returns.
-    type Raw;
     /// What `init` needs besides the config (the input schema of a filter).
     type Input: Clone;
 
@@ -29,12 +27,6 @@ pub(crate) trait Role: Sized {
         config: &str,
         input: &Self::Input,
     ) -> wasmtime::Result<Result<Self::Setup, String>>;
-    fn call(
-        b: &Self::Bindings,
-        store: &mut Store<HostState>,
-        data: &[u8],
-        ends: &[u32],
-    ) -> wasmtime::Result<Self::Raw>;
 }
 
 struct Instance<R: Role> {
@@ -128,9 +120,12 @@ impl<R: Role> Isolated<R> {
         }
     }
 
-    /// Calls the guest on a batch; on failure the instance is dropped and the
-    /// next call starts a fresh one.
-    pub(crate) fn call(&mut self, data: &[u8], ends: &[u32]) -> Result<R::Raw, CallError> {
+    /// Calls the guest through `f`; on failure the instance is dropped and
+    /// the next call starts a fresh one.
+    pub(crate) fn call<T>(
+        &mut self,
+        f: impl FnOnce(&R::Bindings, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
         if self.instance.is_none() {
             match start::<R>(
                 &self.rt,
@@ -148,7 +143,7 @@ impl<R: Role> Isolated<R> {
             return Err(CallError::Trap("no instance".into()));
         };
         arm(&self.rt, &mut inst.store, &self.limits);
-        match R::call(&inst.bindings, &mut inst.store, data, ends) {
+        match f(&inst.bindings, &mut inst.store) {
             Ok(raw) => Ok(raw),
             Err(e) => {
                 let err = classify(&mut inst.store, &e, &self.limits);

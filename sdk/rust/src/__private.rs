@@ -187,3 +187,243 @@ impl<F: Filter> FilterState<F> {
         (keep, errors)
     }
 }
+
+/// Host functions of the processor worlds (state and timers), installed by
+/// the glue at `init`.
+#[derive(Clone, Copy)]
+pub struct ProcHostFns {
+    /// `state.value-get`
+    pub value_get: fn(u32, u32) -> Option<Vec<u8>>,
+    /// `state.value-set`
+    pub value_set: fn(u32, u32, &[u8]),
+    /// `state.list-get`
+    pub list_get: fn(u32, u32) -> Vec<Vec<u8>>,
+    /// `state.list-append`
+    pub list_append: fn(u32, u32, &[u8]),
+    /// `state.list-set`
+    pub list_set: fn(u32, u32, &[Vec<u8>]),
+    /// `state.map-get`
+    pub map_get: fn(u32, u32, &[u8]) -> Option<Vec<u8>>,
+    /// `state.map-put`
+    pub map_put: fn(u32, u32, &[u8], &[u8]),
+    /// `state.map-remove`
+    pub map_remove: fn(u32, u32, &[u8]),
+    /// `state.map-entries`
+    pub map_entries: fn(u32, u32) -> Vec<(Vec<u8>, Vec<u8>)>,
+    /// `state.clear`
+    pub clear: fn(u32, u32),
+    /// `timers.register`
+    pub timer_register: fn(u32, TimeDomain, i64),
+    /// `timers.delete`
+    pub timer_delete: fn(u32, TimeDomain, i64),
+    /// `timers.watermark`
+    pub watermark: fn() -> i64,
+    /// `timers.processing-time`
+    pub processing_time: fn() -> i64,
+}
+
+static PROC_HOST: OnceLock<ProcHostFns> = OnceLock::new();
+
+/// Installs the processor host functions.
+pub fn install_proc_host(fns: ProcHostFns) {
+    let _ = PROC_HOST.set(fns);
+}
+
+/// The processor host functions, if running as a processor in a host.
+pub fn proc_host() -> Option<&'static ProcHostFns> {
+    PROC_HOST.get()
+}
+
+use crate::process::{CoProcessor, Context, Processor, Setup, TimeDomain, Timer};
+pub use crate::process::{Emitted, OutputDecl, StateDecl, StateKind};
+
+fn group_bounds(group_ends: &[u32], g: usize) -> (usize, usize) {
+    let start = if g == 0 { 0 } else { group_ends[g - 1] as usize };
+    (start, group_ends[g] as usize)
+}
+
+/// Runs `on_timer` for fired timers, shared by both processor kinds.
+fn run_timers(
+    key_schema: &Schema,
+    keys: (&[u8], &[u32]),
+    times: &[i64],
+    domains: &[TimeDomain],
+    mut f: impl FnMut(&mut Context<'_>, Timer) -> Result<(), Error>,
+) -> (Emitted, Vec<RecordError>) {
+    let keys = Batch::new(keys.0, keys.1);
+    let mut emitted = Emitted::default();
+    let mut errors = Vec::new();
+    for (i, (&time, &domain)) in times.iter().zip(domains).enumerate() {
+        let key = keys.get(i).unwrap_or_default();
+        let mut ctx = Context::new(i as u32, key, key_schema, &mut emitted);
+        if let Err(e) = f(&mut ctx, Timer { time, domain }) {
+            errors.push(record_error(i, e));
+        }
+    }
+    (emitted, errors)
+}
+
+/// A processor instance bound to its input.
+pub struct ProcessorState<P: Processor> {
+    inner: P,
+    map: FieldMap,
+    n: usize,
+    key_schema: Schema,
+    setup: Setup,
+}
+
+impl<P: Processor> ProcessorState<P> {
+    /// Builds the user's processor and binds its input type.
+    pub fn new(config: &str, input: Schema, key: Schema) -> Result<Self, String> {
+        let config = Config::from_json(config)?;
+        let map = <P::Input<'static> as FromRow<'static>>::bind(&input)?;
+        let mut setup = Setup::default();
+        let inner = P::new(&config, &mut setup)?;
+        Ok(ProcessorState {
+            inner,
+            map,
+            n: input.len(),
+            key_schema: key,
+            setup,
+        })
+    }
+
+    /// What it declared.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// Handles a batch grouped by key.
+    pub fn process(
+        &mut self,
+        rows: (&[u8], &[u32]),
+        keys: (&[u8], &[u32]),
+        group_ends: &[u32],
+    ) -> (Emitted, Vec<RecordError>) {
+        let rows = Batch::new(rows.0, rows.1);
+        let keys = Batch::new(keys.0, keys.1);
+        let mut emitted = Emitted::default();
+        let mut errors = Vec::new();
+        for g in 0..group_ends.len() {
+            let (start, end) = group_bounds(group_ends, g);
+            let key = keys.get(g).unwrap_or_default();
+            let mut ctx = Context::new(g as u32, key, &self.key_schema, &mut emitted);
+            self.inner.begin_key(&mut ctx);
+            for i in start..end {
+                let row = Row::new(rows.get(i).unwrap_or_default(), self.n);
+                let result = match <P::Input<'_> as FromRow<'_>>::read(&row, &self.map) {
+                    Ok(record) => self.inner.process(&mut ctx, record),
+                    Err(e) => Err(Error::invalid(e)),
+                };
+                if let Err(e) = result {
+                    errors.push(record_error(i, e));
+                }
+            }
+            self.inner.end_key(&mut ctx);
+        }
+        (emitted, errors)
+    }
+
+    /// Handles fired timers.
+    pub fn on_timer(
+        &mut self,
+        keys: (&[u8], &[u32]),
+        times: &[i64],
+        domains: &[TimeDomain],
+    ) -> (Emitted, Vec<RecordError>) {
+        let inner = &mut self.inner;
+        run_timers(&self.key_schema, keys, times, domains, |ctx, t| {
+            inner.on_timer(ctx, t)
+        })
+    }
+}
+
+/// A co-processor instance bound to its two inputs.
+pub struct CoProcessorState<P: CoProcessor> {
+    inner: P,
+    maps: [FieldMap; 2],
+    lens: [usize; 2],
+    key_schema: Schema,
+    setup: Setup,
+}
+
+impl<P: CoProcessor> CoProcessorState<P> {
+    /// Builds the user's co-processor and binds its two input types.
+    pub fn new(config: &str, inputs: Vec<(String, Schema)>, key: Schema) -> Result<Self, String> {
+        let [(left_name, left), (right_name, right)]: [(String, Schema); 2] = inputs
+            .try_into()
+            .map_err(|v: Vec<_>| format!("a co-processor takes two inputs, not {}", v.len()))?;
+        let config = Config::from_json(config)?;
+        let lmap = <P::Left<'static> as FromRow<'static>>::bind(&left)
+            .map_err(|e| format!("input `{left_name}`: {e}"))?;
+        let rmap = <P::Right<'static> as FromRow<'static>>::bind(&right)
+            .map_err(|e| format!("input `{right_name}`: {e}"))?;
+        let mut setup = Setup::default();
+        let inner = P::new(&config, &mut setup)?;
+        Ok(CoProcessorState {
+            inner,
+            maps: [lmap, rmap],
+            lens: [left.len(), right.len()],
+            key_schema: key,
+            setup,
+        })
+    }
+
+    /// What it declared.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// Handles a batch of one input, grouped by key.
+    pub fn process(
+        &mut self,
+        input: u32,
+        rows: (&[u8], &[u32]),
+        keys: (&[u8], &[u32]),
+        group_ends: &[u32],
+    ) -> (Emitted, Vec<RecordError>) {
+        let side = (input as usize).min(1);
+        let rows = Batch::new(rows.0, rows.1);
+        let keys = Batch::new(keys.0, keys.1);
+        let mut emitted = Emitted::default();
+        let mut errors = Vec::new();
+        for g in 0..group_ends.len() {
+            let (start, end) = group_bounds(group_ends, g);
+            let key = keys.get(g).unwrap_or_default();
+            let mut ctx = Context::new(g as u32, key, &self.key_schema, &mut emitted);
+            self.inner.begin_key(&mut ctx);
+            for i in start..end {
+                let row = Row::new(rows.get(i).unwrap_or_default(), self.lens[side]);
+                let result = if side == 0 {
+                    match <P::Left<'_> as FromRow<'_>>::read(&row, &self.maps[0]) {
+                        Ok(r) => self.inner.process_left(&mut ctx, r),
+                        Err(e) => Err(Error::invalid(e)),
+                    }
+                } else {
+                    match <P::Right<'_> as FromRow<'_>>::read(&row, &self.maps[1]) {
+                        Ok(r) => self.inner.process_right(&mut ctx, r),
+                        Err(e) => Err(Error::invalid(e)),
+                    }
+                };
+                if let Err(e) = result {
+                    errors.push(record_error(i, e));
+                }
+            }
+            self.inner.end_key(&mut ctx);
+        }
+        (emitted, errors)
+    }
+
+    /// Handles fired timers.
+    pub fn on_timer(
+        &mut self,
+        keys: (&[u8], &[u32]),
+        times: &[i64],
+        domains: &[TimeDomain],
+    ) -> (Emitted, Vec<RecordError>) {
+        let inner = &mut self.inner;
+        run_timers(&self.key_schema, keys, times, domains, |ctx, t| {
+            inner.on_timer(ctx, t)
+        })
+    }
+}

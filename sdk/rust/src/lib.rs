@@ -41,10 +41,15 @@ mod error;
 mod field;
 pub mod log;
 pub mod metrics;
+mod process;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use field::{FieldMap, FieldValue, ReadField};
+pub use process::{
+    CoProcessor, Context, Key, ListState, MapState, Output, Processor, Setup, StateCodec, TimeDomain, Timer,
+    ValueState,
+};
 pub use wafer_row as row;
 pub use wafer_sdk_macros::Record;
 
@@ -193,6 +198,247 @@ macro_rules! filter {
             }
 
             export!(Export);
+        }
+    };
+}
+
+/// Exports a [`Processor`] as a component of the `processor` world.
+#[macro_export]
+macro_rules! processor {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        #[allow(missing_docs, unsafe_code, clippy::all, unused)]
+        mod __wafer_processor_export {
+            use super::*;
+            $crate::__private::__world_bindings!(processor);
+            $crate::__common_glue!();
+            $crate::__proc_glue!();
+            use exports::wafer::udf::process as api;
+
+            ::std::thread_local! {
+                static STATE: ::core::cell::RefCell<::core::option::Option<$crate::__private::ProcessorState<$ty>>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct Export;
+
+            impl api::Guest for Export {
+                fn info() -> t::ComponentInfo {
+                    component_info()
+                }
+
+                fn init(
+                    config: ::std::string::String,
+                    input: t::Schema,
+                    key: t::Schema,
+                ) -> ::core::result::Result<p::ProcessorSpec, ::std::string::String> {
+                    install_host();
+                    install_proc_host();
+                    let state = $crate::__private::ProcessorState::<$ty>::new(
+                        &config,
+                        schema_from_wit(input)?,
+                        schema_from_wit(key)?,
+                    )?;
+                    let spec = spec_to_wit(state.setup());
+                    STATE.with(|s| *s.borrow_mut() = ::core::option::Option::Some(state));
+                    ::core::result::Result::Ok(spec)
+                }
+
+                fn process(batch: p::KeyedRows) -> p::Output {
+                    STATE.with(|s| match s.borrow_mut().as_mut() {
+                        ::core::option::Option::Some(st) => {
+                            let (emitted, errors) = st.process(
+                                (&batch.rows.data, &batch.rows.ends),
+                                (&batch.keys.data, &batch.keys.ends),
+                                &batch.group_ends,
+                            );
+                            output_to_wit(emitted, errors)
+                        }
+                        ::core::option::Option::None => not_initialised(batch.rows.ends.len()),
+                    })
+                }
+
+                fn on_timer(timers: p::FiredTimers) -> p::Output {
+                    let domains = domains_from_wit(&timers.domains);
+                    STATE.with(|s| match s.borrow_mut().as_mut() {
+                        ::core::option::Option::Some(st) => {
+                            let (emitted, errors) =
+                                st.on_timer((&timers.keys.data, &timers.keys.ends), &timers.times, &domains);
+                            output_to_wit(emitted, errors)
+                        }
+                        ::core::option::Option::None => not_initialised(0),
+                    })
+                }
+            }
+
+            export!(Export);
+        }
+    };
+}
+
+/// Exports a [`CoProcessor`] as a component of the `co-processor` world.
+#[macro_export]
+macro_rules! co_processor {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        #[allow(missing_docs, unsafe_code, clippy::all, unused)]
+        mod __wafer_co_processor_export {
+            use super::*;
+            $crate::__private::__world_bindings!(co_processor);
+            $crate::__common_glue!();
+            $crate::__proc_glue!();
+            use exports::wafer::udf::co_process as api;
+
+            ::std::thread_local! {
+                static STATE: ::core::cell::RefCell<::core::option::Option<$crate::__private::CoProcessorState<$ty>>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct Export;
+
+            impl api::Guest for Export {
+                fn info() -> t::ComponentInfo {
+                    component_info()
+                }
+
+                fn init(
+                    config: ::std::string::String,
+                    inputs: ::std::vec::Vec<api::Input>,
+                    key: t::Schema,
+                ) -> ::core::result::Result<p::ProcessorSpec, ::std::string::String> {
+                    install_host();
+                    install_proc_host();
+                    let mut named = ::std::vec::Vec::new();
+                    for i in inputs {
+                        named.push((i.name, schema_from_wit(i.schema)?));
+                    }
+                    let state = $crate::__private::CoProcessorState::<$ty>::new(&config, named, schema_from_wit(key)?)?;
+                    let spec = spec_to_wit(state.setup());
+                    STATE.with(|s| *s.borrow_mut() = ::core::option::Option::Some(state));
+                    ::core::result::Result::Ok(spec)
+                }
+
+                fn process(input: u32, batch: p::KeyedRows) -> p::Output {
+                    STATE.with(|s| match s.borrow_mut().as_mut() {
+                        ::core::option::Option::Some(st) => {
+                            let (emitted, errors) = st.process(
+                                input,
+                                (&batch.rows.data, &batch.rows.ends),
+                                (&batch.keys.data, &batch.keys.ends),
+                                &batch.group_ends,
+                            );
+                            output_to_wit(emitted, errors)
+                        }
+                        ::core::option::Option::None => not_initialised(batch.rows.ends.len()),
+                    })
+                }
+
+                fn on_timer(timers: p::FiredTimers) -> p::Output {
+                    let domains = domains_from_wit(&timers.domains);
+                    STATE.with(|s| match s.borrow_mut().as_mut() {
+                        ::core::option::Option::Some(st) => {
+                            let (emitted, errors) =
+                                st.on_timer((&timers.keys.data, &timers.keys.ends), &timers.times, &domains);
+                            output_to_wit(emitted, errors)
+                        }
+                        ::core::option::Option::None => not_initialised(0),
+                    })
+                }
+            }
+
+            export!(Export);
+        }
+    };
+}
+
+/// Glue shared by the two processor worlds: state and timer imports,
+/// declarations and outputs.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __proc_glue {
+    () => {
+        use wafer::udf::processing as p;
+
+        fn install_proc_host() {
+            use wafer::udf::state as ws;
+            use wafer::udf::timers as wt;
+            fn domain(d: $crate::TimeDomain) -> wt::TimeDomain {
+                match d {
+                    $crate::TimeDomain::EventTime => wt::TimeDomain::EventTime,
+                    $crate::TimeDomain::ProcessingTime => wt::TimeDomain::ProcessingTime,
+                }
+            }
+            $crate::__private::install_proc_host($crate::__private::ProcHostFns {
+                value_get: |s, k| ws::value_get(s, k),
+                value_set: |s, k, v| ws::value_set(s, k, v),
+                list_get: |s, k| ws::list_get(s, k),
+                list_append: |s, k, v| ws::list_append(s, k, v),
+                list_set: |s, k, v| ws::list_set(s, k, v),
+                map_get: |s, k, m| ws::map_get(s, k, m),
+                map_put: |s, k, m, v| ws::map_put(s, k, m, v),
+                map_remove: |s, k, m| ws::map_remove(s, k, m),
+                map_entries: |s, k| ws::map_entries(s, k),
+                clear: |s, k| ws::clear(s, k),
+                timer_register: |k, d, t| wt::register(k, domain(d), t),
+                timer_delete: |k, d, t| wt::delete(k, domain(d), t),
+                watermark: || wt::watermark(),
+                processing_time: || wt::processing_time(),
+            });
+        }
+
+        fn spec_to_wit(setup: &$crate::Setup) -> p::ProcessorSpec {
+            p::ProcessorSpec {
+                states: setup
+                    .states
+                    .iter()
+                    .map(|s| p::StateDecl {
+                        name: s.name.clone(),
+                        kind: match s.kind {
+                            $crate::__private::StateKind::Value => p::StateKind::Value,
+                            $crate::__private::StateKind::List => p::StateKind::List,
+                            $crate::__private::StateKind::Map => p::StateKind::Map,
+                        },
+                        ttl_ms: s.ttl_ms,
+                    })
+                    .collect(),
+                outputs: setup
+                    .outputs
+                    .iter()
+                    .map(|o| p::OutputDecl {
+                        name: o.name.clone(),
+                        schema: schema_to_wit(&o.schema),
+                        key: o.key.clone(),
+                    })
+                    .collect(),
+            }
+        }
+
+        fn output_to_wit(
+            emitted: $crate::__private::Emitted,
+            errors: ::std::vec::Vec<$crate::__private::RecordError>,
+        ) -> p::Output {
+            p::Output {
+                rows: t::Rows {
+                    data: emitted.data,
+                    ends: emitted.ends,
+                },
+                outputs: emitted.outputs,
+                errors: errors.into_iter().map(error_to_wit).collect(),
+            }
+        }
+
+        fn not_initialised(n: usize) -> p::Output {
+            let failed = $crate::__private::BatchOutput::all_failed(n, "processor used before init");
+            output_to_wit($crate::__private::Emitted::default(), failed.errors)
+        }
+
+        fn domains_from_wit(d: &[wafer::udf::timers::TimeDomain]) -> ::std::vec::Vec<$crate::TimeDomain> {
+            d.iter()
+                .map(|d| match d {
+                    wafer::udf::timers::TimeDomain::EventTime => $crate::TimeDomain::EventTime,
+                    wafer::udf::timers::TimeDomain::ProcessingTime => $crate::TimeDomain::ProcessingTime,
+                })
+                .collect()
         }
     };
 }

@@ -1,0 +1,179 @@
+//! Event-time watermarks.
+//!
+//! Each worker that sees records tracks the largest event time it has seen;
+//! its watermark is that minus the bounded out-of-orderness
+//! ([`BoundedOutOfOrderness`]). An operator's watermark is the minimum over
+//! its inputs ([`InputWatermarks`]); an input that has ended counts as
+//! +infinity, and an input marked idle is left out of the minimum until it
+//! sends again. Watermarks advance with the data only (batch by batch), never
+//! with a clock, so results do not depend on the machine's speed; idleness is
+//! the one wall-clock decision, and it is made by the caller.
+
+/// The watermark before any record: nothing is known.
+pub const MIN_WATERMARK: i64 = i64::MIN;
+/// The watermark after the end of input: everything is complete.
+pub const MAX_WATERMARK: i64 = i64::MAX;
+
+/// A worker's watermark: the largest event time seen minus a fixed bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundedOutOfOrderness {
+    bound_ms: i64,
+    max_seen: Option<i64>,
+}
+
+impl BoundedOutOfOrderness {
+    /// A tracker allowing records up to `bound_ms` behind the latest one.
+    pub fn new(bound_ms: i64) -> Self {
+        BoundedOutOfOrderness {
+            bound_ms: bound_ms.max(0),
+            max_seen: None,
+        }
+    }
+
+    /// Notes a record's event time.
+    #[inline]
+    pub fn observe(&mut self, t: i64) {
+        if self.max_seen.is_none_or(|m| t > m) {
+            self.max_seen = Some(t);
+        }
+    }
+
+    /// The current watermark.
+    pub fn watermark(&self) -> i64 {
+        match self.max_seen {
+            Some(m) => m.saturating_sub(self.bound_ms),
+            None => MIN_WATERMARK,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Input {
+    watermark: i64,
+    idle: bool,
+    ended: bool,
+}
+
+/// An operator's view of its inputs' watermarks.
+#[derive(Debug, Clone)]
+pub struct InputWatermarks {
+    inputs: Vec<Input>,
+    current: i64,
+}
+
+impl InputWatermarks {
+    /// `n` inputs, none heard from yet.
+    pub fn new(n: usize) -> Self {
+        InputWatermarks {
+            inputs: vec![
+                Input {
+                    watermark: MIN_WATERMARK,
+                    idle: false,
+                    ended: false,
+                };
+                n
+            ],
+            current: MIN_WATERMARK,
+        }
+    }
+
+    /// The operator's watermark. It never goes back.
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Input `i` reports watermark `wm` (it is active again if it was idle).
+    /// Returns the operator's new watermark if it advanced.
+    pub fn update(&mut self, i: usize, wm: i64) -> Option<i64> {
+        let input = self.inputs.get_mut(i)?;
+        if !input.ended {
+            input.watermark = input.watermark.max(wm);
+        }
+        input.idle = false;
+        self.recompute()
+    }
+
+    /// Input `i` has no more records.
+    pub fn end(&mut self, i: usize) -> Option<i64> {
+        let input = self.inputs.get_mut(i)?;
+        input.ended = true;
+        input.watermark = MAX_WATERMARK;
+        self.recompute()
+    }
+
+    /// Input `i` has been silent for longer than the idle timeout: leave it
+    /// out of the minimum until it sends again.
+    pub fn set_idle(&mut self, i: usize) -> Option<i64> {
+        let input = self.inputs.get_mut(i)?;
+        if input.ended || input.idle {
+            return None;
+        }
+        input.idle = true;
+        self.recompute()
+    }
+
+    /// Whether input `i` is idle.
+    pub fn is_idle(&self, i: usize) -> bool {
+        self.inputs.get(i).is_some_and(|x| x.idle)
+    }
+
+    /// Whether every input has ended.
+    pub fn all_ended(&self) -> bool {
+        self.inputs.iter().all(|x| x.ended)
+    }
+
+    fn recompute(&mut self) -> Option<i64> {
+        let active = self.inputs.iter().filter(|x| !x.idle).map(|x| x.watermark).min();
+        // With every input idle the watermark holds where it is.
+        let wm = active.unwrap_or(self.current);
+        if wm > self.current {
+            self.current = wm;
+            Some(wm)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_watermark_is_max_seen_minus_bound() {
+        let mut w = BoundedOutOfOrderness::new(5_000);
+        assert_eq!(w.watermark(), MIN_WATERMARK);
+        w.observe(100_000);
+        w.observe(90_000); // out of order: no effect
+        assert_eq!(w.watermark(), 95_000);
+        w.observe(101_000);
+        assert_eq!(w.watermark(), 96_000);
+    }
+
+    #[test]
+    fn operator_watermark_is_the_minimum_and_never_goes_back() {
+        let mut op = InputWatermarks::new(2);
+        assert_eq!(op.update(0, 100), None, "input 1 has not spoken");
+        assert_eq!(op.update(1, 50), Some(50));
+        assert_eq!(op.update(1, 200), Some(100));
+        assert_eq!(op.update(0, 90), None, "an input never moves back");
+        assert_eq!(op.current(), 100);
+    }
+
+    #[test]
+    fn ended_inputs_count_as_infinity_and_idle_ones_are_skipped() {
+        let mut op = InputWatermarks::new(3);
+        op.update(0, 10);
+        op.update(1, 20);
+        assert_eq!(op.current(), MIN_WATERMARK);
+        assert_eq!(op.set_idle(2), Some(10));
+        assert_eq!(op.end(0), Some(20));
+        // The idle input comes back behind: the watermark holds.
+        assert_eq!(op.update(2, 5), None);
+        assert_eq!(op.current(), 20);
+        op.end(1);
+        op.end(2);
+        assert!(op.all_ended());
+        assert_eq!(op.current(), MAX_WATERMARK);
+    }
+}

@@ -1,0 +1,433 @@
+//! The keyed stage: workers that own a share of the key space, their state
+//! and timers, and run windows and processors over it.
+//!
+//! Deserialization workers hash each record's key into a key group and send
+//! it to the keyed worker owning that group, so all records of a key meet in
+//! one worker and per-key state needs no locks. Each message carries the
+//! sender's watermark; a keyed worker's watermark is the minimum over its
+//! senders (ended ones count as +infinity, idle ones are left out). For each
+//! batch the worker, in order: judges lateness against the watermark as it
+//! was before the batch, feeds windows and processors, then advances the
+//! watermark and fires due timers in time order.
+
+mod core;
+mod procs;
+mod windows;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use wafer_connectors::file_sink::OutputWriter;
+use wafer_core::dead_letter::{DeadLetter, Position};
+use wafer_core::json::RowJson;
+use wafer_core::watermark::{InputWatermarks, MAX_WATERMARK};
+use wafer_core::window::record_late;
+use wafer_metrics::{Gauge, IntCounter, Metrics, StageMetrics};
+use wafer_row::{BatchBuf, Row, Schema};
+use wafer_state::{Domain, Fired};
+
+use crate::RuntimeError;
+use crate::dead_letters::DeadLetters;
+
+pub(crate) use self::core::Core;
+pub(crate) use procs::ProcOp;
+pub(crate) use windows::WindowOp;
+
+/// Records of one source for one keyed worker.
+#[derive(Debug, Default)]
+pub(crate) struct KeyedBatch {
+    /// Index of the sending deserialization worker among the worker's inputs.
+    pub sender: usize,
+    /// Index of the source.
+    pub source: usize,
+    /// Rows of the source's schema.
+    pub rows: BatchBuf,
+    /// Key rows, one per row.
+    pub keys: BatchBuf,
+    /// Event time of each row.
+    pub times: Vec<i64>,
+    /// Where each row came from.
+    pub positions: Vec<Position>,
+    /// The sender's watermark after this batch.
+    pub watermark: i64,
+}
+
+/// What flows into a keyed worker.
+#[derive(Debug)]
+pub(crate) enum KeyedMsg {
+    /// Records (possibly none: a watermark update).
+    Batch(KeyedBatch),
+    /// A sender is done.
+    End {
+        /// which
+        sender: usize,
+    },
+}
+
+/// A source as the keyed stage sees it.
+pub(crate) struct SourceInfo {
+    pub name: Arc<str>,
+    pub schema: Schema,
+    pub json: RowJson,
+}
+
+/// An output a keyed worker writes: rows rendered to JSON lines, handed over
+/// per message.
+pub(crate) struct OutputBuf {
+    pub writer: OutputWriter,
+    pub buf: Vec<u8>,
+}
+
+impl OutputBuf {
+    pub(crate) fn new(writer: OutputWriter) -> Self {
+        OutputBuf {
+            writer,
+            buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            self.writer.write(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// Job-wide settings of the keyed stage.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyedSettings {
+    pub allowed_lateness_ms: i64,
+    pub idle_timeout: Duration,
+}
+
+/// One keyed worker.
+pub(crate) struct KeyedWorker {
+    pub index: usize,
+    pub settings: KeyedSettings,
+    pub senders: usize,
+    pub sources: Vec<SourceInfo>,
+    pub core: Arc<Mutex<Core>>,
+    pub windows: Vec<WindowOp>,
+    pub procs: Vec<ProcOp>,
+    pub late: Option<OutputBuf>,
+    pub outputs: Vec<OutputBuf>,
+    pub dead_letters: DeadLetters,
+    pub metrics: Arc<Metrics>,
+    /// Keep the state on disk, compacted, at the end.
+    pub keep_state: bool,
+}
+
+/// Counters of a keyed worker.
+struct Counters {
+    stage: StageMetrics,
+    late: IntCounter,
+    watermark: Gauge,
+    lag: Gauge,
+}
+
+impl KeyedWorker {
+    /// Runs until every sender has ended, then fires everything and flushes.
+    pub(crate) fn run(mut self, rx: Receiver<KeyedMsg>) -> Result<(), RuntimeError> {
+        let stage = self.metrics.stage("keyed");
+        let (watermark, lag) = self.metrics.watermark(&format!("keyed-{}", self.index));
+        let counters = Counters {
+            stage,
+            late: self.metrics.stage("late").records_out,
+            watermark,
+            lag,
+        };
+        let mut wms = InputWatermarks::new(self.senders);
+        let mut last_seen = vec![Instant::now(); self.senders];
+        let tick = self
+            .settings
+            .idle_timeout
+            .min(Duration::from_millis(200))
+            .max(Duration::from_millis(10));
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(KeyedMsg::Batch(batch)) => {
+                    let sender = batch.sender;
+                    last_seen[sender] = Instant::now();
+                    self.handle(&batch, wms.current(), &counters)?;
+                    if let Some(wm) = wms.update(sender, batch.watermark) {
+                        self.advance(wm, &counters)?;
+                    }
+                }
+                Ok(KeyedMsg::End { sender }) => {
+                    if let Some(wm) = wms.end(sender) {
+                        self.advance(wm, &counters)?;
+                    }
+                    if wms.all_ended() {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    for (i, seen) in last_seen.iter().enumerate() {
+                        if now.duration_since(*seen) >= self.settings.idle_timeout
+                            && !wms.is_idle(i)
+                            && let Some(wm) = wms.set_idle(i)
+                        {
+                            self.advance(wm, &counters)?;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.fire_processing_time()?;
+            self.flush_outputs();
+        }
+        // End of input: everything is complete.
+        self.advance(MAX_WATERMARK, &counters)?;
+        self.flush_outputs();
+        let mut core = self.lock()?;
+        if self.keep_state {
+            core.flush()?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Core>, RuntimeError> {
+        self.core
+            .lock()
+            .map_err(|_| RuntimeError::Internal("keyed state lock poisoned".into()))
+    }
+
+    fn flush_outputs(&mut self) {
+        for o in &mut self.outputs {
+            o.flush();
+        }
+        if let Some(l) = &mut self.late {
+            l.flush();
+        }
+        self.dead_letters.flush();
+    }
+
+    /// Handles the rows of one batch at watermark `wm`.
+    fn handle(&mut self, batch: &KeyedBatch, wm: i64, counters: &Counters) -> Result<(), RuntimeError> {
+        let n = batch.rows.len();
+        counters.stage.records_in.inc_by(n as u64);
+        let Some(source) = self.sources.get(batch.source) else {
+            return Err(RuntimeError::Internal(format!("unknown source {}", batch.source)));
+        };
+        let n_fields = source.schema.len();
+        let rows = batch.rows.as_batch();
+        let keys = batch.keys.as_batch();
+        let lateness = self.settings.allowed_lateness_ms;
+        let mut accepted: Vec<u32> = Vec::with_capacity(n);
+        {
+            let core_arc = Arc::clone(&self.core);
+            let mut core = core_arc
+                .lock()
+                .map_err(|_| RuntimeError::Internal("keyed state lock poisoned".into()))?;
+            for i in 0..n {
+                let t = batch.times[i];
+                core.state.observe_event_time(t);
+                let row = Row::new(rows.get(i).unwrap_or_default(), n_fields);
+                // A record feeding windows is late only when every window it
+                // belongs to is closed; any other record when its event time
+                // is older than the watermark minus the allowed lateness.
+                let mut in_window = false;
+                let mut window_open = false;
+                for w in &self.windows {
+                    if w.accepts(batch.source, &row) {
+                        in_window = true;
+                        window_open |= w.open_for(t, lateness, wm);
+                    }
+                }
+                let late = if in_window {
+                    !window_open
+                } else {
+                    record_late(t, lateness, wm)
+                };
+                if late {
+                    counters.late.inc();
+                    if let Some(out) = &mut self.late {
+                        source.json.write(&row, &mut out.buf);
+                        out.buf.push(b'\n');
+                    }
+                    continue;
+                }
+                let key = keys.get(i).unwrap_or_default();
+                for w in &mut self.windows {
+                    if w.accepts(batch.source, &row) {
+                        w.add(&mut core, key, &row, t, wm, lateness, &mut self.outputs)?;
+                    }
+                }
+                accepted.push(i as u32);
+            }
+        }
+        counters.stage.records_out.inc_by(accepted.len() as u64);
+        for p in 0..self.procs.len() {
+            if let Some(input) = self.procs[p].input_of(batch.source) {
+                let (procs, outputs, dl) = (&mut self.procs, &mut self.outputs, &mut self.dead_letters);
+                procs[p].process(&self.core, input, batch, &accepted, source, wm, outputs, dl)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the watermark to `wm` and fires every event-time timer due.
+    fn advance(&mut self, wm: i64, counters: &Counters) -> Result<(), RuntimeError> {
+        counters.watermark.set(wm as f64);
+        if wm != MAX_WATERMARK {
+            counters
+                .lag
+                .set((wafer_core::time::now_ms().saturating_sub(wm)) as f64 / 1000.0);
+        }
+        self.lock()?.state.set_watermark(wm);
+        self.fire(Domain::EventTime, wm)
+    }
+
+    fn fire_processing_time(&mut self) -> Result<(), RuntimeError> {
+        let now = wafer_core::time::now_ms();
+        let due = self
+            .lock()?
+            .timers
+            .next(Domain::ProcessingTime)
+            .is_some_and(|t| t <= now);
+        if due {
+            self.fire(Domain::ProcessingTime, now)?;
+        }
+        Ok(())
+    }
+
+    /// Fires timers of `domain` due at `upto`, in time order, until none is
+    /// left (firing may set new ones).
+    fn fire(&mut self, domain: Domain, upto: i64) -> Result<(), RuntimeError> {
+        // Firing may set timers that are due at once; a guest that keeps
+        // setting due timers must not hang the worker.
+        for _round in 0..10_000 {
+            let fired = self.lock()?.timers.pop_due(domain, upto, 4096);
+            if fired.is_empty() {
+                return Ok(());
+            }
+            let mut start = 0;
+            while start < fired.len() {
+                let op = fired[start].op;
+                let end = fired[start..]
+                    .iter()
+                    .position(|f| f.op != op)
+                    .map_or(fired.len(), |k| start + k);
+                self.fire_op(op, domain, &fired[start..end], upto)?;
+                start = end;
+            }
+            self.flush_outputs();
+        }
+        tracing::error!(
+            worker = self.index,
+            "timers keep firing; the rest fire with the next watermark"
+        );
+        Ok(())
+    }
+
+    fn fire_op(&mut self, op: u16, domain: Domain, fired: &[Fired], wm: i64) -> Result<(), RuntimeError> {
+        let lateness = self.settings.allowed_lateness_ms;
+        if let Some(w) = self.windows.iter_mut().find(|w| w.owns(op)) {
+            let mut core = self
+                .core
+                .lock()
+                .map_err(|_| RuntimeError::Internal("lock poisoned".into()))?;
+            for f in fired {
+                w.on_timer(&mut core, op, f, lateness, wm, &mut self.outputs)?;
+            }
+            return Ok(());
+        }
+        if let Some(p) = self.procs.iter_mut().find(|p| p.op == op) {
+            return p.on_timer(
+                &self.core,
+                domain,
+                fired,
+                wm,
+                &mut self.outputs,
+                &mut self.dead_letters,
+            );
+        }
+        tracing::warn!(op, "a timer of an unknown operator fired; dropped");
+        Ok(())
+    }
+}
+
+/// Sends rows to keyed workers by key group, and watermarks to all of them.
+pub(crate) struct KeyedRouter {
+    pub sender: usize,
+    pub source: usize,
+    pub key: wafer_core::key::KeySpec,
+    pub senders: Vec<crossbeam_channel::Sender<KeyedMsg>>,
+    pub last_wm: Vec<i64>,
+}
+
+impl KeyedRouter {
+    /// Routes rows `survivors` of a batch; records without their key fields
+    /// are dead-lettered.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send(
+        &mut self,
+        schema: &Schema,
+        rows: &wafer_row::Batch<'_>,
+        survivors: &[u32],
+        position: &dyn Fn(usize) -> Position,
+        payload: &dyn Fn(usize) -> Vec<u8>,
+        watermark: i64,
+        dead: &mut DeadLetters,
+        source_name: &Arc<str>,
+    ) {
+        let m = self.senders.len();
+        let mut out: Vec<KeyedBatch> = (0..m)
+            .map(|_| KeyedBatch {
+                sender: self.sender,
+                source: self.source,
+                watermark,
+                ..KeyedBatch::default()
+            })
+            .collect();
+        let et = schema.event_time();
+        let n = schema.len();
+        let mut key = Vec::with_capacity(64);
+        for &i in survivors {
+            let i = i as usize;
+            let bytes = rows.get(i).unwrap_or_default();
+            let row = Row::new(bytes, n);
+            key.clear();
+            if let Err(field) = self.key.extract(&row, &mut key) {
+                dead.push(&DeadLetter {
+                    source: source_name.clone(),
+                    position: position(i),
+                    reason: wafer_core::dead_letter::Reason::NoKey,
+                    stage: Arc::from("key_by"),
+                    error: format!("key field `{field}` is absent"),
+                    payload: payload(i),
+                });
+                continue;
+            }
+            let w = wafer_core::key::worker_of(wafer_core::key::key_group(&key), m);
+            let b = &mut out[w];
+            b.rows.push(bytes);
+            b.keys.push(&key);
+            b.times.push(et.and_then(|e| row.int(e)).unwrap_or(i64::MIN));
+            b.positions.push(position(i));
+        }
+        for (w, b) in out.into_iter().enumerate() {
+            if b.rows.is_empty() && self.last_wm[w] == watermark {
+                continue;
+            }
+            self.last_wm[w] = watermark;
+            let _ = self.senders[w].send(KeyedMsg::Batch(b));
+        }
+    }
+
+    /// Tells every keyed worker this sender is done.
+    pub(crate) fn finish(&self) {
+        for s in &self.senders {
+            let _ = s.send(KeyedMsg::End { sender: self.sender });
+        }
+    }
+}
+
+/// Renders a row of `source` as the payload of a dead letter.
+pub(crate) fn row_payload(source: &SourceInfo, row: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    source.json.write(&Row::new(row, source.schema.len()), &mut out);
+    out
+}

@@ -1,0 +1,630 @@
+//! From a validated job to ready-to-run workers: components loaded and
+//! checked, instances started, filters, keys, windows and processors checked
+//! against the schemas the deserializers declare, state opened. Every check
+//! happens here, before any output is opened or any record read.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use wafer_connectors::file_sink::FileSink;
+use wafer_connectors::file_source::{FileReader, list_files};
+use wafer_core::filter::Filter;
+use wafer_core::json::RowJson;
+use wafer_core::key::KeySpec;
+use wafer_core::watermark::BoundedOutOfOrderness;
+use wafer_core::window::Aggregates;
+use wafer_job::{FilterStep, Job, Sink, SourceKind};
+use wafer_metrics::Metrics;
+use wafer_row::{Field, FieldType, Schema};
+use wafer_state::{Kind, StateDb, StateDecl};
+use wafer_wasm::{
+    ComponentSlot, DeserializeStage, FilterStage, Grants, GuestTelemetry, Limits, ProcInputs, ProcessorStage,
+    StateKind, WasmRuntime, World,
+};
+
+use crate::dead_letters::DeadLetters;
+use crate::deser_worker::{DeserWorker, Step};
+use crate::downstream::Downstream;
+use crate::keyed::{
+    Core, KeyedMsg, KeyedRouter, KeyedSettings, KeyedWorker, OutputBuf, ProcOp, SourceInfo, WindowOp,
+};
+use crate::telemetry::MetricsTelemetry;
+use crate::{Deserialize, Natives, PreparedSource, RuntimeError};
+
+fn plan_error(at: impl Into<String>, message: impl Into<String>) -> RuntimeError {
+    RuntimeError::Plan {
+        at: at.into(),
+        message: message.into(),
+    }
+}
+
+/// Loading context: the engine, limits, and each component loaded once per
+/// world.
+struct Loader<'a> {
+    job: &'a Job,
+    rt: WasmRuntime,
+    limits: Limits,
+    telemetry: Arc<dyn GuestTelemetry>,
+    slots: HashMap<(String, World), ComponentSlot>,
+}
+
+impl Loader<'_> {
+    fn slot(&mut self, name: &str, world: World) -> Result<ComponentSlot, RuntimeError> {
+        if let Some(s) = self.slots.get(&(name.to_string(), world)) {
+            return Ok(s.clone());
+        }
+        let path = self
+            .job
+            .components
+            .get(name)
+            .ok_or_else(|| plan_error("components", format!("unknown component `{name}`")))?;
+        let loaded = self.rt.load(name, path, world)?;
+        tracing::info!(
+            component = name,
+            world = world.name(),
+            version = loaded.info().version,
+            sdk = loaded.info().sdk,
+            "loaded component"
+        );
+        let s = ComponentSlot::new(loaded);
+        self.slots.insert((name.to_string(), world), s.clone());
+        Ok(s)
+    }
+}
+
+enum PendingStep {
+    Builtin(Filter, String),
+    Component(FilterStage, Arc<str>),
+}
+
+struct PendingSource {
+    name: Arc<str>,
+    reader: FileReader,
+    schema: Schema,
+    workers: Vec<(Box<dyn Deserialize>, Vec<PendingStep>)>,
+    key: Option<KeySpec>,
+}
+
+/// Everything [`crate::Prepared::run`] needs.
+pub(crate) struct Plan {
+    pub sources: Vec<PreparedSource>,
+    pub keyed: Vec<(KeyedWorker, crossbeam_channel::Receiver<KeyedMsg>)>,
+    pub sink: FileSink,
+    pub state_db: Option<Arc<StateDb>>,
+    pub keep_state: bool,
+    pub temp_state: Option<tempfile::TempDir>,
+}
+
+pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Result<Plan, RuntimeError> {
+    let mut loader = Loader {
+        job,
+        rt: WasmRuntime::new()?,
+        limits: Limits {
+            call_timeout: job.limits.call_timeout,
+            max_memory: job.limits.max_memory,
+            grants: Grants {
+                clock: job.limits.clock,
+            },
+        },
+        telemetry: Arc::new(MetricsTelemetry::new(metrics.clone())),
+        slots: HashMap::new(),
+    };
+    let pending = sources(&mut loader, natives)?;
+    let keyed = match &job.keyed {
+        Some(k) => Some(keyed_plan(&mut loader, k, &pending, &metrics)?),
+        None => None,
+    };
+
+    // Everything checked: open the outputs.
+    let Sink::Files { dir } = &job.sink;
+    let mut outputs = job.outputs();
+    if let Some(k) = &keyed {
+        outputs.extend(k.outputs.iter().cloned());
+    }
+    let sink = FileSink::create(dir, outputs.iter().map(String::as_str), job.channel_capacity * 4)?;
+    let writer = |name: &str| {
+        sink.writer(name)
+            .ok_or_else(|| RuntimeError::Internal(format!("output `{name}` has no writer")))
+    };
+    let dlq = writer(wafer_job::DLQ_OUTPUT)?;
+
+    // Keyed workers and the channels into them.
+    let mut keyed_workers = Vec::new();
+    let mut keyed_senders = Vec::new();
+    let (mut state_db, mut temp_state, mut keep_state) = (None, None, false);
+    if let Some(k) = keyed {
+        let settings = k.settings;
+        state_db = Some(k.db.clone());
+        temp_state = k.temp_dir;
+        keep_state = k.keep;
+        for w in k.workers {
+            let (tx, rx) = crossbeam_channel::bounded::<KeyedMsg>(job.channel_capacity * 4);
+            keyed_senders.push(tx);
+            let outputs = k
+                .outputs
+                .iter()
+                .map(|o| writer(o).map(OutputBuf::new))
+                .collect::<Result<Vec<_>, _>>()?;
+            let late = match &k.late {
+                Some(l) => Some(OutputBuf::new(writer(l)?)),
+                None => None,
+            };
+            keyed_workers.push((
+                KeyedWorker {
+                    index: keyed_workers.len(),
+                    settings,
+                    senders: k.senders,
+                    sources: k
+                        .sources
+                        .iter()
+                        .map(|(name, schema)| SourceInfo {
+                            name: name.clone(),
+                            schema: schema.clone(),
+                            json: RowJson::new(schema),
+                        })
+                        .collect(),
+                    core: w.core,
+                    windows: w.windows,
+                    procs: w.procs,
+                    late,
+                    outputs,
+                    dead_letters: DeadLetters::new(dlq.clone(), metrics.clone()),
+                    metrics: metrics.clone(),
+                    keep_state,
+                },
+                rx,
+            ));
+        }
+    }
+
+    let mut sources = Vec::new();
+    let mut sender_id = 0;
+    for (si, p) in pending.into_iter().enumerate() {
+        let src = &job.sources[si];
+        let out = match &src.output {
+            Some(o) => Some(writer(o)?),
+            None => None,
+        };
+        let mut workers = Vec::new();
+        for (deser, steps) in p.workers {
+            let schema = deser.schema().clone();
+            let steps = steps
+                .into_iter()
+                .map(|s| match s {
+                    PendingStep::Builtin(filter, stage) => Step::Builtin {
+                        filter,
+                        metrics: metrics.stage(&stage),
+                    },
+                    PendingStep::Component(stage, name) => {
+                        let label = format!("filter:{}:{}", p.name, name);
+                        Step::Component {
+                            stage: Box::new(stage),
+                            metrics: metrics.stage(&label),
+                            timing: metrics.component(&label, &name),
+                            name,
+                        }
+                    }
+                })
+                .collect();
+            let keyed = match &p.key {
+                Some(key) => {
+                    let r = KeyedRouter {
+                        sender: sender_id,
+                        source: si,
+                        key: key.clone(),
+                        senders: keyed_senders.clone(),
+                        last_wm: vec![i64::MIN; keyed_senders.len()],
+                    };
+                    sender_id += 1;
+                    Some(r)
+                }
+                None => None,
+            };
+            workers.push(DeserWorker {
+                source: p.name.clone(),
+                deser,
+                steps,
+                dead_letters: DeadLetters::new(dlq.clone(), metrics.clone()),
+                downstream: Downstream {
+                    output: out.clone().map(|w| (w, RowJson::new(&schema))),
+                    keyed,
+                },
+                metrics: metrics.clone(),
+                watermark: BoundedOutOfOrderness::new(src.watermark.out_of_orderness_ms),
+            });
+        }
+        sources.push(PreparedSource {
+            name: p.name,
+            reader: p.reader,
+            workers,
+            dead_letters: DeadLetters::new(dlq.clone(), metrics.clone()),
+        });
+    }
+    Ok(Plan {
+        sources,
+        keyed: keyed_workers,
+        sink,
+        state_db,
+        keep_state,
+        temp_state,
+    })
+}
+
+/// Sources and their deserialization workers, checked but not wired.
+fn sources(loader: &mut Loader<'_>, natives: &Natives) -> Result<Vec<PendingSource>, RuntimeError> {
+    let job = loader.job;
+    let mut pending = Vec::new();
+    for src in &job.sources {
+        let at = format!("sources.{}", src.name);
+        let native = natives.deserializers.get(&src.deserializer.component);
+        let deser_slot = match native {
+            Some(_) => None,
+            None => Some(loader.slot(&src.deserializer.component, World::Deserializer)?),
+        };
+        let filter_slots = src
+            .filters
+            .iter()
+            .map(|f| match f {
+                FilterStep::Component(c) => loader.slot(&c.component, World::Filter).map(Some),
+                FilterStep::Builtin(_) => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut workers = Vec::new();
+        let mut schema = None;
+        for _ in 0..job.parallelism {
+            let deser: Box<dyn Deserialize> = match (native, &deser_slot) {
+                (Some(make), _) => make(),
+                (None, Some(slot)) => Box::new(DeserializeStage::new(
+                    &loader.rt,
+                    slot.clone(),
+                    src.deserializer.config.clone(),
+                    loader.limits,
+                    loader.telemetry.clone(),
+                )?),
+                (None, None) => return Err(RuntimeError::Internal("deserializer without a slot".into())),
+            };
+            let s = deser.schema().clone();
+            let mut steps = Vec::new();
+            for (i, (f, fslot)) in src.filters.iter().zip(&filter_slots).enumerate() {
+                match (f, fslot) {
+                    (FilterStep::Builtin(spec), _) => {
+                        let filter = spec
+                            .compile(&s)
+                            .map_err(|e| plan_error(format!("{at}.filters[{i}]"), e.to_string()))?;
+                        steps.push(PendingStep::Builtin(
+                            filter,
+                            format!("filter:{}:{i}:{}", src.name, spec.kind()),
+                        ));
+                    }
+                    (FilterStep::Component(c), Some(fslot)) => {
+                        let stage = FilterStage::new(
+                            &loader.rt,
+                            fslot.clone(),
+                            c.config.clone(),
+                            s.clone(),
+                            loader.limits,
+                            loader.telemetry.clone(),
+                        )?;
+                        steps.push(PendingStep::Component(stage, Arc::from(c.component.as_str())));
+                    }
+                    (FilterStep::Component(_), None) => {
+                        return Err(RuntimeError::Internal("filter component without a slot".into()));
+                    }
+                }
+            }
+            schema = Some(s);
+            workers.push((deser, steps));
+        }
+        let schema = schema.ok_or_else(|| plan_error(&at, "no workers"))?;
+        let key = match &src.key_by {
+            Some(fields) if uses_source(job, pending.len()) => {
+                if schema.event_time().is_none() {
+                    return Err(plan_error(
+                        &at,
+                        "its records reach windows or processors, but its deserializer declares no event-time field",
+                    ));
+                }
+                Some(
+                    KeySpec::compile(fields, &schema)
+                        .map_err(|e| plan_error(format!("{at}.key_by"), e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
+        let SourceKind::File { path, max_record } = &src.kind;
+        let source_error = |error| RuntimeError::Source {
+            source_name: src.name.clone(),
+            error,
+        };
+        let files = list_files(path).map_err(source_error)?;
+        let reader = FileReader::new(files, src.framing, *max_record, None).map_err(source_error)?;
+        pending.push(PendingSource {
+            name: Arc::from(src.name.as_str()),
+            reader,
+            schema,
+            workers,
+            key,
+        });
+    }
+    Ok(pending)
+}
+
+/// Whether source `i` feeds the keyed stage.
+fn uses_source(job: &Job, i: usize) -> bool {
+    job.keyed.as_ref().is_some_and(|k| {
+        k.windows.iter().any(|w| w.input == i) || k.processors.iter().any(|p| p.inputs.contains(&i))
+    })
+}
+
+struct PendingKeyedWorker {
+    core: Arc<Mutex<Core>>,
+    windows: Vec<WindowOp>,
+    procs: Vec<ProcOp>,
+}
+
+struct KeyedPlan {
+    workers: Vec<PendingKeyedWorker>,
+    /// Output names the keyed workers write, by index.
+    outputs: Vec<String>,
+    late: Option<String>,
+    sources: Vec<(Arc<str>, Schema)>,
+    senders: usize,
+    settings: KeyedSettings,
+    db: Arc<StateDb>,
+    temp_dir: Option<tempfile::TempDir>,
+    keep: bool,
+}
+
+fn keyed_plan(
+    loader: &mut Loader<'_>,
+    k: &wafer_job::Keyed,
+    sources: &[PendingSource],
+    metrics: &Arc<Metrics>,
+) -> Result<KeyedPlan, RuntimeError> {
+    let job = loader.job;
+    let key_of = |i: usize, at: &str| -> Result<&KeySpec, RuntimeError> {
+        sources[i]
+            .key
+            .as_ref()
+            .ok_or_else(|| plan_error(at, format!("source `{}` has no key_by", sources[i].name)))
+    };
+
+    // State: a fresh database per run (restoring comes with checkpoints).
+    let (dir, temp_dir, keep) = match &k.state_dir {
+        Some(d) => {
+            if d.exists() {
+                std::fs::remove_dir_all(d)
+                    .map_err(|e| plan_error("state.dir", format!("cannot clear {}: {e}", d.display())))?;
+            }
+            (d.clone(), None, true)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("wafer-state-")
+                .tempdir()
+                .map_err(|e| plan_error("state", format!("cannot create a state directory: {e}")))?;
+            (t.path().to_path_buf(), Some(t), false)
+        }
+    };
+    let db = StateDb::open(&dir).map_err(|e| plan_error("state.dir", e.to_string()))?;
+    let op = |name: &str| {
+        db.operator_id(name)
+            .map_err(|e| plan_error("state", e.to_string()))
+    };
+
+    let mut outputs: Vec<String> = Vec::new();
+    let mut output_index = |name: &str| -> usize {
+        match outputs.iter().position(|o| o == name) {
+            Some(i) => i,
+            None => {
+                outputs.push(name.to_string());
+                outputs.len() - 1
+            }
+        }
+    };
+
+    // Windows: checked once, instantiated per worker (they are plain data).
+    struct WindowTemplate {
+        fire_op: u16,
+        cleanup_op: u16,
+        source: usize,
+        kind: wafer_core::window::WindowKind,
+        filter: Vec<Filter>,
+        aggs: Aggregates,
+        output: usize,
+        schema: Schema,
+        key_schema: Schema,
+    }
+    let mut windows = Vec::new();
+    for w in &k.windows {
+        let at = format!("windows.{}", w.name);
+        let source_schema = &sources[w.input].schema;
+        let key = key_of(w.input, &at)?;
+        let filter = w
+            .filter
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                f.compile(source_schema)
+                    .map_err(|e| plan_error(format!("{at}.where[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let aggs =
+            Aggregates::compile(&w.aggregates, source_schema).map_err(|e| plan_error(&at, e.to_string()))?;
+        let mut fields: Vec<Field> = key.schema().fields().to_vec();
+        fields.push(Field::required(w.start_field.clone(), FieldType::Int));
+        fields.push(Field::required(w.end_field.clone(), FieldType::Int));
+        fields.extend(aggs.output_fields());
+        let schema = Schema::new(fields, None).map_err(|e| plan_error(&at, format!("output fields: {e}")))?;
+        windows.push(WindowTemplate {
+            fire_op: op(&format!("window:{}", w.name))?,
+            cleanup_op: op(&format!("window:{}:cleanup", w.name))?,
+            source: w.input,
+            kind: w.kind,
+            filter,
+            aggs,
+            output: output_index(&w.output),
+            schema,
+            key_schema: key.schema().clone(),
+        });
+    }
+
+    // Processors: one instance per keyed worker.
+    let mut proc_workers: Vec<Vec<ProcOp>> = (0..k.parallelism).map(|_| Vec::new()).collect();
+    let mut proc_decls = Vec::new();
+    for p in &k.processors {
+        let at = format!("processors.{}", p.name);
+        let key_schema = key_of(p.inputs[0], &at)?.schema().clone();
+        for &i in &p.inputs[1..] {
+            if key_of(i, &at)?.schema() != &key_schema {
+                return Err(plan_error(
+                    &at,
+                    format!(
+                        "its inputs are keyed differently (`{}` and `{}` must have the same key fields and types)",
+                        sources[p.inputs[0]].name, sources[i].name
+                    ),
+                ));
+            }
+        }
+        let world = if p.inputs.len() == 1 {
+            World::Processor
+        } else {
+            World::CoProcessor
+        };
+        let slot = loader.slot(&p.component.component, world)?;
+        let inputs = ProcInputs {
+            inputs: p
+                .inputs
+                .iter()
+                .map(|&i| (sources[i].name.to_string(), sources[i].schema.clone()))
+                .collect(),
+            key: key_schema,
+        };
+        let op_id = op(&format!("processor:{}", p.name))?;
+        let mut first_spec = None;
+        for w in 0..k.parallelism {
+            let stage = ProcessorStage::new(
+                &loader.rt,
+                slot.clone(),
+                p.component.config.clone(),
+                inputs.clone(),
+                loader.limits,
+                loader.telemetry.clone(),
+            )?;
+            let spec = stage.spec().clone();
+            for (name, _) in &p.outputs {
+                if !spec.outputs.iter().any(|o| &o.name == name) {
+                    let declared: Vec<&str> = spec.outputs.iter().map(|o| o.name.as_str()).collect();
+                    return Err(plan_error(
+                        format!("{at}.outputs"),
+                        format!(
+                            "the processor has no output `{name}` (it declares: {})",
+                            declared.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let outs: Vec<usize> = spec
+                .outputs
+                .iter()
+                .map(|o| output_index(p.outputs.get(&o.name).unwrap_or(&o.name)))
+                .collect();
+            let json = spec.outputs.iter().map(|o| RowJson::new(&o.schema)).collect();
+            let label = format!("processor:{}", p.name);
+            proc_workers[w].push(ProcOp {
+                name: Arc::from(p.name.as_str()),
+                op: op_id,
+                inputs: p.inputs.clone(),
+                states: spec.states.len() as u16,
+                outputs: outs,
+                json,
+                metrics: metrics.stage(&label),
+                timing: metrics.component(&label, &p.component.component),
+                stage,
+            });
+            first_spec.get_or_insert(spec);
+        }
+        if let Some(spec) = first_spec {
+            for o in &spec.outputs {
+                let name = p.outputs.get(&o.name).unwrap_or(&o.name);
+                if name == wafer_job::DLQ_OUTPUT {
+                    return Err(plan_error(
+                        &at,
+                        format!("output `{name}` is reserved for dead letters"),
+                    ));
+                }
+            }
+            proc_decls.push((op_id, spec));
+        }
+    }
+
+    let mut workers = Vec::new();
+    for procs in proc_workers {
+        let mut core = Core::new(db.clone(), k.cache_entries);
+        for w in &windows {
+            core.state.declare(
+                w.fire_op,
+                0,
+                StateDecl {
+                    kind: Kind::Value,
+                    ttl_ms: None,
+                },
+            );
+        }
+        for (op_id, spec) in &proc_decls {
+            for (i, s) in spec.states.iter().enumerate() {
+                let kind = match s.kind {
+                    StateKind::Value => Kind::Value,
+                    StateKind::List => Kind::List,
+                    StateKind::Map => Kind::Map,
+                };
+                let ttl_ms = s.ttl_ms.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+                core.state.declare(*op_id, i as u16, StateDecl { kind, ttl_ms });
+            }
+        }
+        workers.push(PendingKeyedWorker {
+            core: Arc::new(Mutex::new(core)),
+            windows: windows
+                .iter()
+                .map(|w| WindowOp {
+                    fire_op: w.fire_op,
+                    cleanup_op: w.cleanup_op,
+                    source: w.source,
+                    kind: w.kind,
+                    filter: w.filter.clone(),
+                    aggs: w.aggs.clone(),
+                    output: w.output,
+                    json: RowJson::new(&w.schema),
+                    schema: w.schema.clone(),
+                    key_schema: w.key_schema.clone(),
+                })
+                .collect(),
+            procs,
+        });
+    }
+
+    let keyed_sources: BTreeSet<usize> = (0..sources.len()).filter(|&i| sources[i].key.is_some()).collect();
+    let senders = keyed_sources.len() * job.parallelism;
+    let idle = keyed_sources
+        .iter()
+        .map(|&i| job.sources[i].watermark.idle_timeout)
+        .min()
+        .unwrap_or(std::time::Duration::from_secs(30));
+    Ok(KeyedPlan {
+        workers,
+        outputs,
+        late: k.late_output.clone(),
+        sources: sources
+            .iter()
+            .map(|s| (s.name.clone(), s.schema.clone()))
+            .collect(),
+        senders,
+        settings: KeyedSettings {
+            allowed_lateness_ms: k.allowed_lateness_ms,
+            idle_timeout: idle,
+        },
+        db,
+        temp_dir,
+        keep,
+    })
+}

@@ -1,0 +1,169 @@
+//! State against a plain map oracle: with a cache far smaller than the state,
+//! with transactions, with TTL; and timers.
+
+use std::collections::HashMap;
+
+use super::*;
+
+fn db() -> (tempfile::TempDir, std::sync::Arc<StateDb>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    (dir, db)
+}
+
+fn decl(kind: Kind, ttl_ms: Option<i64>) -> StateDecl {
+    StateDecl { kind, ttl_ms }
+}
+
+#[test]
+fn state_larger_than_the_cache_matches_a_plain_map() {
+    let (_dir, db) = db();
+    for cache in [1usize, 7, 100_000] {
+        let mut s = KeyedState::new(db.clone(), cache);
+        let op = db.operator_id(&format!("op-{cache}")).unwrap();
+        s.declare(op, 0, decl(Kind::Value, None));
+        s.declare(op, 1, decl(Kind::List, None));
+        s.declare(op, 2, decl(Kind::Map, None));
+        let mut oracle_v: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut oracle_l: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+        let mut oracle_m: HashMap<Vec<u8>, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> = HashMap::new();
+        let mut x: u64 = 42;
+        for i in 0..20_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = format!("k{}", (x >> 33) % 500).into_bytes();
+            let val = i.to_le_bytes().to_vec();
+            match (x >> 20) % 5 {
+                0 => {
+                    s.value_set(op, 0, &key, val.clone()).unwrap();
+                    oracle_v.insert(key.clone(), val);
+                }
+                1 => {
+                    s.list_append(op, 1, &key, val.clone()).unwrap();
+                    oracle_l.entry(key.clone()).or_default().push(val);
+                }
+                2 => {
+                    let mk = vec![(x % 7) as u8];
+                    s.map_put(op, 2, &key, mk.clone(), val.clone()).unwrap();
+                    oracle_m.entry(key.clone()).or_default().insert(mk, val);
+                }
+                3 => {
+                    let mk = vec![(x % 7) as u8];
+                    s.map_remove(op, 2, &key, &mk).unwrap();
+                    if let Some(m) = oracle_m.get_mut(&key) {
+                        m.remove(&mk);
+                    }
+                }
+                _ => {
+                    s.clear(op, 0, &key).unwrap();
+                    oracle_v.remove(&key);
+                }
+            }
+            assert_eq!(s.value_get(op, 0, &key).unwrap(), oracle_v.get(&key).cloned());
+        }
+        s.flush().unwrap();
+        // A fresh worker over the same database sees everything.
+        let mut t = KeyedState::new(db.clone(), cache);
+        t.declare(op, 0, decl(Kind::Value, None));
+        t.declare(op, 1, decl(Kind::List, None));
+        t.declare(op, 2, decl(Kind::Map, None));
+        for k in 0..500 {
+            let key = format!("k{k}").into_bytes();
+            assert_eq!(t.value_get(op, 0, &key).unwrap(), oracle_v.get(&key).cloned());
+            assert_eq!(
+                t.list_get(op, 1, &key).unwrap(),
+                oracle_l.get(&key).cloned().unwrap_or_default()
+            );
+            let want: Vec<(Vec<u8>, Vec<u8>)> = oracle_m
+                .get(&key)
+                .map(|m| m.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+                .unwrap_or_default();
+            assert_eq!(t.map_entries(op, 2, &key).unwrap(), want);
+        }
+        if cache == 1 {
+            assert!(s.stats().evictions > 0 && s.stats().writes > 0);
+        }
+    }
+}
+
+#[test]
+fn an_aborted_transaction_leaves_no_trace() {
+    let (_dir, db) = db();
+    let mut s = KeyedState::new(db, 2);
+    s.declare(1, 0, decl(Kind::Value, None));
+    s.value_set(1, 0, b"a", b"before".to_vec()).unwrap();
+    s.begin();
+    s.value_set(1, 0, b"a", b"during".to_vec()).unwrap();
+    s.value_set(1, 0, b"b", b"new".to_vec()).unwrap();
+    assert_eq!(s.value_get(1, 0, b"a").unwrap(), Some(b"during".to_vec()));
+    s.abort();
+    assert_eq!(s.value_get(1, 0, b"a").unwrap(), Some(b"before".to_vec()));
+    assert_eq!(s.value_get(1, 0, b"b").unwrap(), None);
+    s.begin();
+    s.value_set(1, 0, b"b", b"kept".to_vec()).unwrap();
+    s.commit().unwrap();
+    assert_eq!(s.value_get(1, 0, b"b").unwrap(), Some(b"kept".to_vec()));
+}
+
+#[test]
+fn expired_state_is_invisible_and_removed_from_disk() {
+    let (_dir, db) = db();
+    let mut s = KeyedState::new(db.clone(), 1000);
+    s.declare(1, 0, decl(Kind::Value, Some(1_000)));
+    s.declare(1, 1, decl(Kind::Value, None));
+    s.observe_event_time(10_000);
+    s.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
+    s.value_set(1, 1, b"k", b"forever".to_vec()).unwrap();
+    s.set_watermark(10_999);
+    assert_eq!(s.value_get(1, 0, b"k").unwrap(), Some(b"v".to_vec()));
+    s.flush().unwrap();
+    assert_eq!(db.count().unwrap().0, 2);
+    s.set_watermark(11_000);
+    assert_eq!(
+        s.value_get(1, 0, b"k").unwrap(),
+        None,
+        "expired at stream time + ttl"
+    );
+    // Expired entries that were written to disk are removed by compaction
+    // once the horizon passes them, even if nobody touches them again.
+    let mut fresh = KeyedState::new(db.clone(), 1000);
+    fresh.declare(1, 0, decl(Kind::Value, Some(1_000)));
+    fresh.observe_event_time(20_000);
+    fresh.value_set(1, 0, b"other", b"v".to_vec()).unwrap();
+    fresh.flush().unwrap();
+    db.set_expiry_horizon(i64::MAX);
+    db.compact().unwrap();
+    assert_eq!(db.count().unwrap().0, 1, "only the state without TTL is left");
+}
+
+#[test]
+fn timers_fire_in_time_order_once() {
+    let (_dir, db) = db();
+    let mut t = Timers::new(db.clone());
+    t.register(1, b"b", Domain::EventTime, 20);
+    t.register(1, b"a", Domain::EventTime, 10);
+    t.register(1, b"a", Domain::EventTime, 10); // de-duplicated
+    t.register(2, b"a", Domain::EventTime, 30);
+    t.register(1, b"c", Domain::ProcessingTime, 5);
+    t.delete(2, b"a", Domain::EventTime, 30);
+    assert_eq!(t.len(), 3);
+    t.flush().unwrap();
+    let mut restored = Timers::new(db);
+    assert_eq!(restored.load(|_| true).unwrap(), 3);
+    let fired = restored.pop_due(Domain::EventTime, 25, 100);
+    let keys: Vec<(i64, &[u8])> = fired.iter().map(|f| (f.time, f.key.as_slice())).collect();
+    assert_eq!(keys, vec![(10, &b"a"[..]), (20, &b"b"[..])]);
+    assert!(restored.pop_due(Domain::EventTime, 25, 100).is_empty());
+    assert_eq!(restored.next(Domain::ProcessingTime), Some(5));
+}
+
+#[test]
+fn state_without_ttl_survives_the_end_of_input() {
+    let (_dir, db) = db();
+    let mut s = KeyedState::new(db, 10);
+    s.declare(1, 0, decl(Kind::Value, None));
+    s.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
+    s.set_watermark(i64::MAX);
+    assert_eq!(s.value_get(1, 0, b"k").unwrap(), Some(b"v".to_vec()));
+}

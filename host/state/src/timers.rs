@@ -1,0 +1,177 @@
+//! A keyed worker's timers: event-time and processing-time timers per
+//! (operator, key), de-duplicated per (operator, key, time), fired in time
+//! order, kept in memory and written to RocksDB in batches with the state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use wafer_core::key::key_group;
+
+use crate::StateError;
+use crate::codec::{split_timer_key, timer_key};
+use crate::db::{CF_TIMERS, StateDb};
+
+/// The clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Domain {
+    /// Fires when the watermark reaches its time.
+    EventTime = 0,
+    /// Fires when the wall clock reaches its time.
+    ProcessingTime = 1,
+}
+
+/// A timer that fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    /// Its time.
+    pub time: i64,
+    /// The operator that set it.
+    pub op: u16,
+    /// The key it was set for.
+    pub key: Vec<u8>,
+}
+
+enum TimerOp {
+    Register(u16, Vec<u8>, Domain, i64),
+    Delete(u16, Vec<u8>, Domain, i64),
+}
+
+/// One keyed worker's timers.
+pub struct Timers {
+    db: Arc<StateDb>,
+    queues: [BTreeSet<(i64, u16, Vec<u8>)>; 2],
+    pending: HashMap<Vec<u8>, bool>,
+    tx: Option<Vec<TimerOp>>,
+}
+
+impl Timers {
+    /// No timers yet.
+    pub fn new(db: Arc<StateDb>) -> Self {
+        Timers {
+            db,
+            queues: [BTreeSet::new(), BTreeSet::new()],
+            pending: HashMap::new(),
+            tx: None,
+        }
+    }
+
+    /// Loads the timers stored for the key groups `owns` accepts (after a
+    /// restore).
+    pub fn load(&mut self, owns: impl Fn(u16) -> bool) -> Result<usize, StateError> {
+        let mut n = 0;
+        let queues = &mut self.queues;
+        self.db.scan(CF_TIMERS, &[], |k, _| {
+            if let Some((group, op, domain, time, key)) = split_timer_key(k)
+                && owns(group)
+                && domain < 2
+            {
+                queues[domain as usize].insert((time, op, key.to_vec()));
+                n += 1;
+            }
+        })?;
+        Ok(n)
+    }
+
+    /// Number of timers set.
+    pub fn len(&self) -> usize {
+        self.queues[0].len() + self.queues[1].len()
+    }
+
+    /// Whether no timer is set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Opens a transaction (see `KeyedState::begin`).
+    pub fn begin(&mut self) {
+        self.tx = Some(Vec::new());
+    }
+
+    /// Applies the open transaction.
+    pub fn commit(&mut self) {
+        if let Some(ops) = self.tx.take() {
+            for op in ops {
+                match op {
+                    TimerOp::Register(o, k, d, t) => self.apply_register(o, k, d, t),
+                    TimerOp::Delete(o, k, d, t) => self.apply_delete(o, k, d, t),
+                }
+            }
+        }
+    }
+
+    /// Drops the open transaction.
+    pub fn abort(&mut self) {
+        self.tx = None;
+    }
+
+    /// Sets a timer (a no-op if the same one is set).
+    pub fn register(&mut self, op: u16, key: &[u8], domain: Domain, time: i64) {
+        match self.tx.as_mut() {
+            Some(tx) => tx.push(TimerOp::Register(op, key.to_vec(), domain, time)),
+            None => self.apply_register(op, key.to_vec(), domain, time),
+        }
+    }
+
+    /// Removes a timer (a no-op if it is not set).
+    pub fn delete(&mut self, op: u16, key: &[u8], domain: Domain, time: i64) {
+        match self.tx.as_mut() {
+            Some(tx) => tx.push(TimerOp::Delete(op, key.to_vec(), domain, time)),
+            None => self.apply_delete(op, key.to_vec(), domain, time),
+        }
+    }
+
+    fn apply_register(&mut self, op: u16, key: Vec<u8>, domain: Domain, time: i64) {
+        let storage = timer_key(key_group(&key), op, domain as u8, time, &key);
+        if self.queues[domain as usize].insert((time, op, key)) {
+            self.pending.insert(storage, true);
+        }
+    }
+
+    fn apply_delete(&mut self, op: u16, key: Vec<u8>, domain: Domain, time: i64) {
+        let storage = timer_key(key_group(&key), op, domain as u8, time, &key);
+        if self.queues[domain as usize].remove(&(time, op, key)) {
+            self.pending.insert(storage, false);
+        }
+    }
+
+    /// The earliest timer of a domain.
+    pub fn next(&self, domain: Domain) -> Option<i64> {
+        self.queues[domain as usize].first().map(|(t, _, _)| *t)
+    }
+
+    /// Removes and returns up to `max` timers of `domain` due at `upto`
+    /// (time ≤ upto), earliest first.
+    pub fn pop_due(&mut self, domain: Domain, upto: i64, max: usize) -> Vec<Fired> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let due = self.queues[domain as usize]
+                .first()
+                .is_some_and(|(t, _, _)| *t <= upto);
+            if !due {
+                break;
+            }
+            let Some((time, op, key)) = self.queues[domain as usize].pop_first() else {
+                break;
+            };
+            self.pending
+                .insert(timer_key(key_group(&key), op, domain as u8, time, &key), false);
+            out.push(Fired { time, op, key });
+        }
+        out
+    }
+
+    /// Writes timer changes to RocksDB.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.db.write(
+            CF_TIMERS,
+            self.pending
+                .iter()
+                .map(|(k, put)| (k.as_slice(), if *put { Some(&[][..]) } else { None })),
+        )?;
+        self.pending.clear();
+        Ok(())
+    }
+}

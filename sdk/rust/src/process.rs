@@ -1,0 +1,538 @@
+//! Keyed processors: per-record functions with keyed state, timers and named
+//! outputs.
+//!
+//! The host groups each batch by key and calls the processor once per batch;
+//! the SDK calls [`Processor::begin_key`], then [`Processor::process`] for
+//! each record of the key, then [`Processor::end_key`]. Everything a call does
+//! through a [`Context`] (state, timers, emitted rows) concerns that key. State
+//! lives in the host (RocksDB behind a cache); a call that traps leaves it
+//! untouched.
+
+use std::marker::PhantomData;
+
+use wafer_row::{Row, RowWriter, Schema};
+
+use crate::__private::proc_host;
+use crate::{Config, Error, FromRow, ReadField, Record};
+
+/// A value that can be kept in keyed state: a compact binary encoding.
+///
+/// Implemented for integers, floats, bools, strings, byte vectors, options
+/// and tuples of these; implement it for your own types by composing those.
+pub trait StateCodec: Sized {
+    /// Appends the encoding of `self`.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Decodes a value from the front of `input`, advancing it.
+    fn decode(input: &mut &[u8]) -> Option<Self>;
+}
+
+macro_rules! fixed_codec {
+    ($($t:ty),*) => {$(
+        impl StateCodec for $t {
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn decode(input: &mut &[u8]) -> Option<Self> {
+                const N: usize = std::mem::size_of::<$t>();
+                let b: [u8; N] = input.get(..N)?.try_into().ok()?;
+                *input = &input[N..];
+                Some(<$t>::from_le_bytes(b))
+            }
+        }
+    )*};
+}
+
+fixed_codec!(i64, u64, i32, u32, f64, u8);
+
+impl StateCodec for bool {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        u8::decode(input).map(|b| b != 0)
+    }
+}
+
+impl StateCodec for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.len() as u32).encode(out);
+        out.extend_from_slice(self);
+    }
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        let n = u32::decode(input)? as usize;
+        let b = input.get(..n)?.to_vec();
+        *input = &input[n..];
+        Some(b)
+    }
+}
+
+impl StateCodec for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.len() as u32).encode(out);
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        String::from_utf8(Vec::<u8>::decode(input)?).ok()
+    }
+}
+
+impl<T: StateCodec> StateCodec for Option<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Some(v) => {
+                out.push(1);
+                v.encode(out);
+            }
+            None => out.push(0),
+        }
+    }
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        match u8::decode(input)? {
+            0 => Some(None),
+            _ => T::decode(input).map(Some),
+        }
+    }
+}
+
+macro_rules! tuple_codec {
+    ($($n:tt $t:ident),*) => {
+        impl<$($t: StateCodec),*> StateCodec for ($($t,)*) {
+            fn encode(&self, out: &mut Vec<u8>) {
+                $(self.$n.encode(out);)*
+            }
+            fn decode(input: &mut &[u8]) -> Option<Self> {
+                Some(($($t::decode(input)?,)*))
+            }
+        }
+    };
+}
+
+tuple_codec!(0 A, 1 B);
+tuple_codec!(0 A, 1 B, 2 C);
+tuple_codec!(0 A, 1 B, 2 C, 3 D);
+tuple_codec!(0 A, 1 B, 2 C, 3 D, 4 E);
+tuple_codec!(0 A, 1 B, 2 C, 3 D, 4 E, 5 F);
+
+fn to_bytes<T: StateCodec>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    v.encode(&mut out);
+    out
+}
+
+fn from_bytes<T: StateCodec>(b: &[u8]) -> Option<T> {
+    let mut input = b;
+    T::decode(&mut input)
+}
+
+/// The kind of a declared piece of state.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Value,
+    List,
+    Map,
+}
+
+/// A declared piece of state.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct StateDecl {
+    pub name: String,
+    pub kind: StateKind,
+    pub ttl_ms: Option<u64>,
+}
+
+/// A declared output.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct OutputDecl {
+    pub name: String,
+    pub schema: Schema,
+    pub key: Vec<String>,
+}
+
+/// What a processor declares in `new`: its state and its outputs.
+#[derive(Debug, Default)]
+pub struct Setup {
+    #[doc(hidden)]
+    pub states: Vec<StateDecl>,
+    #[doc(hidden)]
+    pub outputs: Vec<OutputDecl>,
+}
+
+impl Setup {
+    fn state(&mut self, name: &str, kind: StateKind, ttl_ms: Option<u64>) -> u32 {
+        self.states.push(StateDecl {
+            name: name.to_string(),
+            kind,
+            ttl_ms,
+        });
+        (self.states.len() - 1) as u32
+    }
+
+    /// Declares value state (one `T` per key). With `ttl_ms`, a value not
+    /// written for that long (in event time) disappears.
+    pub fn value<T: StateCodec>(&mut self, name: &str, ttl_ms: Option<u64>) -> ValueState<T> {
+        ValueState {
+            idx: self.state(name, StateKind::Value, ttl_ms),
+            _t: PhantomData,
+        }
+    }
+
+    /// Declares list state.
+    pub fn list<T: StateCodec>(&mut self, name: &str, ttl_ms: Option<u64>) -> ListState<T> {
+        ListState {
+            idx: self.state(name, StateKind::List, ttl_ms),
+            _t: PhantomData,
+        }
+    }
+
+    /// Declares map state.
+    pub fn map<K: StateCodec, V: StateCodec>(&mut self, name: &str, ttl_ms: Option<u64>) -> MapState<K, V> {
+        MapState {
+            idx: self.state(name, StateKind::Map, ttl_ms),
+            _t: PhantomData,
+        }
+    }
+
+    /// Declares an output of rows `R`; `key` names the fields identifying a
+    /// result (later rows with the same key replace earlier ones).
+    pub fn output<R: Record>(&mut self, name: &str, key: &[&str]) -> Result<Output<R>, String> {
+        let schema = R::schema().map_err(|e| format!("output `{name}`: {e}"))?;
+        let n = schema.len();
+        self.outputs.push(OutputDecl {
+            name: name.to_string(),
+            schema,
+            key: key.iter().map(|k| k.to_string()).collect(),
+        });
+        Ok(Output {
+            idx: (self.outputs.len() - 1) as u32,
+            n,
+            _r: PhantomData,
+        })
+    }
+}
+
+/// A named output of rows `R`.
+#[derive(Debug)]
+pub struct Output<R> {
+    idx: u32,
+    n: usize,
+    _r: PhantomData<fn(&R)>,
+}
+
+/// The key of the records (or timer) being handled: a row of the key fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    row: Row<'a>,
+    schema: &'a Schema,
+}
+
+impl<'a> Key<'a> {
+    /// A key field by name.
+    pub fn get<T: ReadField<'a>>(&self, name: &str) -> Result<T, String> {
+        T::read(&self.row, self.schema.index_of(name), name)
+    }
+
+    /// A str key field by name.
+    pub fn str(&self, name: &str) -> Option<&'a str> {
+        self.row.str(self.schema.index_of(name)?)
+    }
+
+    /// An int key field by name.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.row.int(self.schema.index_of(name)?)
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.row.as_bytes()
+    }
+}
+
+/// The clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeDomain {
+    /// The watermark.
+    EventTime,
+    /// The host's clock.
+    ProcessingTime,
+}
+
+/// A timer that fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    /// The time it was set for.
+    pub time: i64,
+    /// Its clock.
+    pub domain: TimeDomain,
+}
+
+/// Rows emitted during one call.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Emitted {
+    pub data: Vec<u8>,
+    pub ends: Vec<u32>,
+    pub outputs: Vec<u32>,
+}
+
+/// What a processor can do for the key being handled.
+pub struct Context<'a> {
+    key_index: u32,
+    key: Key<'a>,
+    emitted: &'a mut Emitted,
+}
+
+impl<'a> Context<'a> {
+    #[doc(hidden)]
+    pub fn new(key_index: u32, key: &'a [u8], key_schema: &'a Schema, emitted: &'a mut Emitted) -> Self {
+        Context {
+            key_index,
+            key: Key {
+                row: Row::new(key, key_schema.len()),
+                schema: key_schema,
+            },
+            emitted,
+        }
+    }
+
+    /// The current key.
+    pub fn key(&self) -> Key<'a> {
+        self.key
+    }
+
+    /// Emits a row to an output.
+    pub fn emit<R: Record>(&mut self, output: &Output<R>, row: &R) {
+        let mut w = RowWriter::new(&mut self.emitted.data, output.n);
+        row.write(&mut w);
+        let end = w.finish();
+        self.emitted.ends.push(end as u32);
+        self.emitted.outputs.push(output.idx);
+    }
+
+    /// Sets an event-time timer for the current key (one per time; setting it
+    /// again is a no-op).
+    pub fn set_timer(&mut self, time: i64) {
+        self.set_timer_in(TimeDomain::EventTime, time);
+    }
+
+    /// Removes an event-time timer of the current key.
+    pub fn delete_timer(&mut self, time: i64) {
+        self.delete_timer_in(TimeDomain::EventTime, time);
+    }
+
+    /// Sets a timer in either clock.
+    pub fn set_timer_in(&mut self, domain: TimeDomain, time: i64) {
+        if let Some(h) = proc_host() {
+            (h.timer_register)(self.key_index, domain, time);
+        }
+    }
+
+    /// Removes a timer in either clock.
+    pub fn delete_timer_in(&mut self, domain: TimeDomain, time: i64) {
+        if let Some(h) = proc_host() {
+            (h.timer_delete)(self.key_index, domain, time);
+        }
+    }
+
+    /// The operator's event-time watermark.
+    pub fn watermark(&self) -> i64 {
+        proc_host().map(|h| (h.watermark)()).unwrap_or(i64::MIN)
+    }
+
+    /// The host's clock, in milliseconds since the epoch.
+    pub fn processing_time(&self) -> i64 {
+        proc_host().map(|h| (h.processing_time)()).unwrap_or(0)
+    }
+
+    fn index(&self) -> u32 {
+        self.key_index
+    }
+}
+
+/// One `T` per key.
+#[derive(Debug)]
+pub struct ValueState<T> {
+    idx: u32,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: StateCodec> ValueState<T> {
+    /// The value for the current key.
+    pub fn get(&self, ctx: &Context<'_>) -> Option<T> {
+        let h = proc_host()?;
+        (h.value_get)(self.idx, ctx.index()).and_then(|b| from_bytes(&b))
+    }
+
+    /// Sets the value for the current key.
+    pub fn set(&self, ctx: &mut Context<'_>, value: &T) {
+        if let Some(h) = proc_host() {
+            (h.value_set)(self.idx, ctx.index(), &to_bytes(value));
+        }
+    }
+
+    /// Removes the value for the current key.
+    pub fn clear(&self, ctx: &mut Context<'_>) {
+        if let Some(h) = proc_host() {
+            (h.clear)(self.idx, ctx.index());
+        }
+    }
+}
+
+/// A list of `T` per key.
+#[derive(Debug)]
+pub struct ListState<T> {
+    idx: u32,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: StateCodec> ListState<T> {
+    /// The items for the current key (items that cannot be decoded are
+    /// skipped).
+    pub fn get(&self, ctx: &Context<'_>) -> Vec<T> {
+        match proc_host() {
+            Some(h) => (h.list_get)(self.idx, ctx.index())
+                .iter()
+                .filter_map(|b| from_bytes(b))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Appends an item.
+    pub fn push(&self, ctx: &mut Context<'_>, item: &T) {
+        if let Some(h) = proc_host() {
+            (h.list_append)(self.idx, ctx.index(), &to_bytes(item));
+        }
+    }
+
+    /// Replaces the items.
+    pub fn set(&self, ctx: &mut Context<'_>, items: &[T]) {
+        if let Some(h) = proc_host() {
+            let items: Vec<Vec<u8>> = items.iter().map(to_bytes).collect();
+            (h.list_set)(self.idx, ctx.index(), &items);
+        }
+    }
+
+    /// Removes the list.
+    pub fn clear(&self, ctx: &mut Context<'_>) {
+        if let Some(h) = proc_host() {
+            (h.clear)(self.idx, ctx.index());
+        }
+    }
+}
+
+/// A map from `K` to `V` per key.
+#[derive(Debug)]
+pub struct MapState<K, V> {
+    idx: u32,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: StateCodec, V: StateCodec> MapState<K, V> {
+    /// One entry.
+    pub fn get(&self, ctx: &Context<'_>, key: &K) -> Option<V> {
+        let h = proc_host()?;
+        (h.map_get)(self.idx, ctx.index(), &to_bytes(key)).and_then(|b| from_bytes(&b))
+    }
+
+    /// Sets an entry.
+    pub fn put(&self, ctx: &mut Context<'_>, key: &K, value: &V) {
+        if let Some(h) = proc_host() {
+            (h.map_put)(self.idx, ctx.index(), &to_bytes(key), &to_bytes(value));
+        }
+    }
+
+    /// Removes an entry.
+    pub fn remove(&self, ctx: &mut Context<'_>, key: &K) {
+        if let Some(h) = proc_host() {
+            (h.map_remove)(self.idx, ctx.index(), &to_bytes(key));
+        }
+    }
+
+    /// Every entry, in key byte order.
+    pub fn entries(&self, ctx: &Context<'_>) -> Vec<(K, V)> {
+        match proc_host() {
+            Some(h) => (h.map_entries)(self.idx, ctx.index())
+                .iter()
+                .filter_map(|(k, v)| Some((from_bytes(k)?, from_bytes(v)?)))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Removes the whole map.
+    pub fn clear(&self, ctx: &mut Context<'_>) {
+        if let Some(h) = proc_host() {
+            (h.clear)(self.idx, ctx.index());
+        }
+    }
+}
+
+/// A keyed function of one input.
+pub trait Processor: Sized + 'static {
+    /// The fields it reads, by name.
+    type Input<'a>: FromRow<'a>;
+
+    /// Creates it from its `config`, declaring state and outputs in `setup`.
+    fn new(config: &Config, setup: &mut Setup) -> Result<Self, String>;
+
+    /// Called before the records of one key in a batch.
+    fn begin_key(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// Handles one record of the current key.
+    fn process(&mut self, ctx: &mut Context<'_>, record: Self::Input<'_>) -> Result<(), Error>;
+
+    /// Called after the records of one key in a batch.
+    fn end_key(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// Handles a timer of the current key.
+    fn on_timer(&mut self, _ctx: &mut Context<'_>, _timer: Timer) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// A keyed function of two inputs (left and right, in the job's order),
+/// sharing state and timers per key.
+pub trait CoProcessor: Sized + 'static {
+    /// Fields read from the first input.
+    type Left<'a>: FromRow<'a>;
+    /// Fields read from the second input.
+    type Right<'a>: FromRow<'a>;
+
+    /// Creates it from its `config`, declaring state and outputs in `setup`.
+    fn new(config: &Config, setup: &mut Setup) -> Result<Self, String>;
+
+    /// Called before the records of one key in a batch (of either input).
+    fn begin_key(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// Handles a record of the first input.
+    fn process_left(&mut self, ctx: &mut Context<'_>, record: Self::Left<'_>) -> Result<(), Error>;
+
+    /// Handles a record of the second input.
+    fn process_right(&mut self, ctx: &mut Context<'_>, record: Self::Right<'_>) -> Result<(), Error>;
+
+    /// Called after the records of one key in a batch.
+    fn end_key(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// Handles a timer of the current key.
+    fn on_timer(&mut self, _ctx: &mut Context<'_>, _timer: Timer) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecs_round_trip() {
+        let v = (1i64, -2i64, Some("x".to_string()), vec![1u8, 2], true, 0.5f64);
+        assert_eq!(
+            from_bytes::<(i64, i64, Option<String>, Vec<u8>, bool, f64)>(&to_bytes(&v)),
+            Some(v)
+        );
+        assert_eq!(from_bytes::<i64>(&[1, 2]), None);
+    }
+}
