@@ -100,6 +100,27 @@ def corrupt_pb(rng, ev):
     return encode_interaction(dict(ev, event_type=""))  # missing event type
 
 
+WINDOW_MS = 300_000
+LATENESS_MS = 60_000
+MARGIN_MS = 15_000
+
+
+def late_time(rng, clock, kind):
+    """An event time clearly late for user-features: the watermark is about
+    clock - 5 s (minus a few seconds of disorder), a record is late when
+    older than watermark - 60 s, and a purchase when its 5-minute window
+    closed (window_end - 1 + 60 s <= watermark). Late times keep a 15 s
+    margin from those limits, so that whether a record is late does not
+    depend on how the stream is split into batches or workers."""
+    while True:
+        t = clock - rng.randrange(80_000, 600_000)
+        if kind != "purchase":
+            return t
+        window_end = t - t % WINDOW_MS + WINDOW_MS
+        if window_end - 1 + LATENESS_MS <= clock - 5_000 - 3_000 - MARGIN_MS:
+            return t
+
+
 def interactions(args):
     rng = random.Random(args.seed)
     users = user_ids(rng, args.users)
@@ -108,14 +129,14 @@ def interactions(args):
     events = []  # (json bytes or None, pb bytes or None)
     for i in range(args.events):
         clock += rng.randrange(0, 2 * args.gap_ms + 1)
+        kind = rng.choice(EVENT_TYPES)
         r = rng.random()
         if r < args.very_late:
             t = clock - rng.randrange(3_600_000, 3 * 3_600_000)
         elif r < args.very_late + args.late:
-            t = clock - rng.randrange(70_000, 600_000)
+            t = late_time(rng, clock, kind)
         else:
             t = clock - rng.randrange(0, 3_000)  # within the 5 s bound
-        kind = rng.choice(EVENT_TYPES)
         ev = {
             "event_id": f"ev-{args.seed}-{i}",
             "user_id": rng.choices(users, weights)[0],
@@ -151,7 +172,7 @@ def main():
     i.add_argument("--items", type=int, default=1000)
     i.add_argument("--skew", type=float, default=1.0, help="Zipf exponent of user activity")
     i.add_argument("--gap-ms", type=int, default=250, help="mean event-time step between events")
-    i.add_argument("--late", type=float, default=0.01, help="fraction of events 70 s to 10 min late")
+    i.add_argument("--late", type=float, default=0.01, help="fraction of events 80 s to 10 min late")
     i.add_argument("--very-late", type=float, default=0.002, help="fraction of events hours late")
     i.add_argument("--corrupt", type=float, default=0.01, help="fraction of corrupt records")
     i.add_argument("--seed", type=int, default=7)

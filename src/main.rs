@@ -42,6 +42,12 @@ enum Command {
         /// The component (.wasm).
         component: PathBuf,
     },
+    /// Prints what a job's state directory holds: entries per operator and
+    /// state, and timers per operator.
+    State {
+        /// The state directory (`state.dir` of the job).
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -135,6 +141,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let job = Job::load(&job).map_err(config)?;
             wafer_runtime::prepare(&job, Metrics::new()).map_err(config)?;
             println!("{}: ok", job.path.display());
+            Ok(())
+        }
+        Command::State { dir } => {
+            if !dir.join("CURRENT").exists() {
+                return Err(config(anyhow::anyhow!(
+                    "{} is not a state directory",
+                    dir.display()
+                )));
+            }
+            let db = wafer_state::StateDb::open(&dir).map_err(config)?;
+            let names: std::collections::BTreeMap<u16, String> = db
+                .operators()
+                .map_err(config)?
+                .into_iter()
+                .map(|(n, id)| (id, n))
+                .collect();
+            let census = db.census().map_err(config)?;
+            let name = |op: &u16| names.get(op).cloned().unwrap_or_else(|| format!("#{op}"));
+            println!("operator\tstate\tentries\twith_ttl");
+            for ((op, state), (n, ttl)) in &census.states {
+                println!("{}\t{state}\t{n}\t{ttl}", name(op));
+            }
+            for (op, n) in &census.timers {
+                println!("{}\ttimers\t{n}\t0", name(op));
+            }
             Ok(())
         }
         Command::Inspect { component } => {

@@ -128,11 +128,13 @@ pub fn assert_same_rows(got: &[Value], want: &[Value]) {
     );
 }
 
-/// Lines of a raw input file (JSON lines), without blank ones.
+/// Lines of a raw input file (JSON lines) as the line framing defines them:
+/// split at `\n`, a trailing `\r` dropped, blank lines skipped.
 pub fn input_lines(path: &Path) -> Vec<Vec<u8>> {
     std::fs::read(path)
         .expect("read input")
         .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .map(<[u8]>::to_vec)
         .collect()

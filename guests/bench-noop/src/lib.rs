@@ -20,7 +20,7 @@ impl Deserializer for Noop {
         Ok(Noop)
     }
 
-    fn deserialize<'a>(&mut self, payload: &'a [u8]) -> Result<Length, Error> {
+    fn deserialize(&mut self, payload: &[u8]) -> Result<Length, Error> {
         Ok(Length {
             len: payload.len() as i64,
         })

@@ -16,6 +16,7 @@ pub const RUST_GUESTS: &[&str] = &[
     "bench-noop",
     "bench-keep-all",
     "sessions",
+    "probe",
 ];
 
 /// The Python guests: (directory under `guests/python`, world).

@@ -2,6 +2,7 @@
 //! checked for the message a user would see.
 
 use super::*;
+use wafer_core::window::WindowKind;
 
 const GOOD: &str = r#"
 name: demo
@@ -57,7 +58,7 @@ fn good_job_resolves_paths_defaults_and_filters() {
         }
     );
     assert_eq!(src.framing, Framing::Lines);
-    assert_eq!(src.output, "events");
+    assert_eq!(src.output.as_deref(), Some("events"));
     assert_eq!(src.filters.len(), 4);
     assert_eq!(
         src.filters[1],
@@ -152,4 +153,77 @@ fn a_typo_deep_in_a_mapping_names_its_own_line() {
     let err = parse(&text, &[]).unwrap_err().to_string();
     assert!(err.contains("unknown field `max_recrod`"), "{err}");
     assert!(err.ends_with("at line 18"), "{err}");
+}
+
+const KEYED: &str = r#"
+name: keyed
+components: { json: a.wasm, sessions: s.wasm }
+formats: { json: { framing: lines, deserializer: json } }
+sources:
+  events: { file: { path: in.jsonl }, format: json }
+key_by: [user_id]
+allowed_lateness: 60s
+late_output: late
+windows:
+  purchases_5m:
+    tumbling: 5m
+    where: [ { include: { field: event_type, values: [purchase] } } ]
+    aggregates:
+      purchase_total: { sum: amount }
+      purchase_count: count
+processors:
+  sessions: { component: sessions, config: { gap_ms: 900000 } }
+sink: { file: { dir: out } }
+"#;
+
+#[test]
+fn keyed_jobs_resolve_windows_processors_and_outputs() {
+    let job = parse(KEYED, &[]).unwrap();
+    let k = job.keyed.as_ref().unwrap();
+    assert_eq!(k.allowed_lateness_ms, 60_000);
+    assert_eq!(k.windows[0].kind, WindowKind::Tumbling { size_ms: 300_000 });
+    assert_eq!(k.windows[0].aggregates.len(), 2);
+    assert_eq!(k.processors[0].inputs, vec![0]);
+    assert_eq!(
+        job.sources[0].output, None,
+        "records go to the keyed stage, not straight out"
+    );
+    assert_eq!(
+        job.sources[0].key_by.as_deref(),
+        Some(&["user_id".to_string()][..])
+    );
+    let outputs: Vec<String> = job.outputs().into_iter().collect();
+    assert_eq!(outputs, vec!["dlq", "late", "purchases_5m"]);
+}
+
+#[test]
+fn keyed_mistakes_are_named() {
+    let err = parse(&KEYED.replace("key_by: [user_id]\n", ""), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources.events: its records reach windows or processors, so it needs `key_by`"),
+        "{err}"
+    );
+    let err = parse(
+        &KEYED.replace("tumbling: 5m", "tumbling: 5m\n    session: { gap: 1m }"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("exactly one of `tumbling`, `sliding` or `session`"),
+        "{err}"
+    );
+    let err = parse(&KEYED.replace("{ sum: amount }", "{ median: amount }"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown variant `median`"), "{err}");
+    let err = parse(
+        &KEYED.replace("component: sessions,", "component: sessionz,"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown component `sessionz`"), "{err}");
 }

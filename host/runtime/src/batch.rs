@@ -17,6 +17,10 @@ pub struct RawBatch {
     pub offsets: Vec<u64>,
     /// `(first record index, file)` for each run of records from one file.
     pub files: Vec<(u32, Arc<str>)>,
+    /// The chunk of the source this batch is this worker's part of.
+    pub chunk: u64,
+    /// Sequence number of each record in the source.
+    pub seqs: Vec<u64>,
 }
 
 impl RawBatch {
@@ -26,6 +30,8 @@ impl RawBatch {
             records: BatchBuf::with_capacity(n, bytes),
             offsets: Vec::with_capacity(n),
             files: Vec::new(),
+            chunk: 0,
+            seqs: Vec::with_capacity(n),
         }
     }
 

@@ -82,6 +82,7 @@ impl DeserWorker {
         let age_hist = LocalHist::new(&self.metrics.event_age(&self.source));
         let deser_stage: Arc<str> = Arc::from("deserializer");
         let mut survivors: Vec<u32> = Vec::new();
+        let mut row_wms: Vec<i64> = Vec::new();
         let mut scratch = BatchBuf::new();
 
         for batch in rx {
@@ -97,10 +98,12 @@ impl DeserWorker {
             timing.calls.inc();
 
             let now = wafer_core::time::now_ms();
+            row_wms.clear();
+            row_wms.resize(n, i64::MIN);
             let rows = decoded.rows.as_batch();
             let mut failures = decoded.failures.iter().peekable();
             survivors.clear();
-            for i in 0..n {
+            for (i, row_wm) in row_wms.iter_mut().enumerate() {
                 if let Some(f) = failures.next_if(|f| f.index as usize == i) {
                     self.dead_letters.push(&DeadLetter {
                         source: self.source.clone(),
@@ -117,6 +120,9 @@ impl DeserWorker {
                     match row.int(et) {
                         Some(t) => {
                             age_hist.observe((now - t) as f64 / 1000.0);
+                            // The watermark a record is judged against is the
+                            // worker's watermark just before it.
+                            *row_wm = self.watermark.watermark();
                             self.watermark.observe(t);
                         }
                         None => {
@@ -199,6 +205,7 @@ impl DeserWorker {
                 &rows,
                 &survivors,
                 &batch,
+                &row_wms,
                 wm,
                 &mut self.dead_letters,
                 &self.source,

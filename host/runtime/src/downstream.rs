@@ -21,13 +21,14 @@ pub(crate) struct Downstream {
 
 impl Downstream {
     /// Sends rows `survivors` (indexes into `rows`) on, with the worker's
-    /// watermark after this batch.
+    /// watermark before each row and after this batch.
     pub(crate) fn send(
         &mut self,
         schema: &Schema,
         rows: &Batch<'_>,
         survivors: &[u32],
         raw: &RawBatch,
+        row_watermarks: &[i64],
         watermark: i64,
         dead: &mut DeadLetters,
         source: &Arc<str>,
@@ -47,7 +48,17 @@ impl Downstream {
             let position = |i: usize| raw.position(i);
             let payload = |i: usize| raw.records.as_batch().get(i).unwrap_or_default().to_vec();
             router.send(
-                schema, rows, survivors, &position, &payload, watermark, dead, source,
+                schema,
+                rows,
+                survivors,
+                &position,
+                &payload,
+                row_watermarks,
+                raw.chunk,
+                &raw.seqs,
+                watermark,
+                dead,
+                source,
             );
         }
     }

@@ -154,6 +154,7 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
                     index: keyed_workers.len(),
                     settings,
                     senders: k.senders,
+                    sender_sources: k.sender_sources.clone(),
                     sources: k
                         .sources
                         .iter()
@@ -213,7 +214,6 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
                         source: si,
                         key: key.clone(),
                         senders: keyed_senders.clone(),
-                        last_wm: vec![i64::MIN; keyed_senders.len()],
                     };
                     sender_id += 1;
                     Some(r)
@@ -369,6 +369,7 @@ struct KeyedPlan {
     late: Option<String>,
     sources: Vec<(Arc<str>, Schema)>,
     senders: usize,
+    sender_sources: Vec<usize>,
     settings: KeyedSettings,
     db: Arc<StateDb>,
     temp_dir: Option<tempfile::TempDir>,
@@ -502,7 +503,7 @@ fn keyed_plan(
         };
         let op_id = op(&format!("processor:{}", p.name))?;
         let mut first_spec = None;
-        for w in 0..k.parallelism {
+        for worker_procs in proc_workers.iter_mut() {
             let stage = ProcessorStage::new(
                 &loader.rt,
                 slot.clone(),
@@ -512,7 +513,7 @@ fn keyed_plan(
                 loader.telemetry.clone(),
             )?;
             let spec = stage.spec().clone();
-            for (name, _) in &p.outputs {
+            for name in p.outputs.keys() {
                 if !spec.outputs.iter().any(|o| &o.name == name) {
                     let declared: Vec<&str> = spec.outputs.iter().map(|o| o.name.as_str()).collect();
                     return Err(plan_error(
@@ -531,7 +532,7 @@ fn keyed_plan(
                 .collect();
             let json = spec.outputs.iter().map(|o| RowJson::new(&o.schema)).collect();
             let label = format!("processor:{}", p.name);
-            proc_workers[w].push(ProcOp {
+            worker_procs.push(ProcOp {
                 name: Arc::from(p.name.as_str()),
                 op: op_id,
                 inputs: p.inputs.clone(),
@@ -605,6 +606,11 @@ fn keyed_plan(
 
     let keyed_sources: BTreeSet<usize> = (0..sources.len()).filter(|&i| sources[i].key.is_some()).collect();
     let senders = keyed_sources.len() * job.parallelism;
+    // Senders are numbered source by source, in the order workers are built.
+    let sender_sources: Vec<usize> = keyed_sources
+        .iter()
+        .flat_map(|&s| std::iter::repeat_n(s, job.parallelism))
+        .collect();
     let idle = keyed_sources
         .iter()
         .map(|&i| job.sources[i].watermark.idle_timeout)
@@ -619,6 +625,7 @@ fn keyed_plan(
             .map(|s| (s.name.clone(), s.schema.clone()))
             .collect(),
         senders,
+        sender_sources,
         settings: KeyedSettings {
             allowed_lateness_ms: k.allowed_lateness_ms,
             idle_timeout: idle,

@@ -4,6 +4,13 @@
 //! The hash spreads records evenly over however many workers there are,
 //! whatever the number of files or partitions feeding them, and sends a given
 //! payload to the same worker on every run.
+//!
+//! Records are read in *chunks* of `batch_size × workers` records; each chunk
+//! is split by hash into one batch per worker, every worker gets its batch of
+//! every chunk (possibly empty), and each record keeps its sequence number in
+//! the source. Downstream, the keyed stage puts a chunk's parts back in source
+//! order, so the records of a key reach their processor in the order they
+//! were read, whatever the parallelism and however the threads race.
 
 use std::sync::Arc;
 
@@ -36,27 +43,28 @@ pub(crate) fn run_file_source(
     mut dead_letters: DeadLetters,
 ) -> Result<SourceStats, SourceError> {
     let n = senders.len().max(1);
-    let fresh = || RawBatch::with_capacity(batch_size, batch_size * 192);
-    let mut batches: Vec<RawBatch> = (0..n).map(|_| fresh()).collect();
+    let fresh = |chunk: u64| RawBatch {
+        chunk,
+        ..RawBatch::with_capacity(batch_size, batch_size * 192)
+    };
+    let mut chunk = 0u64;
+    let mut seq = 0u64;
     let mut stats = SourceStats::default();
     let framing: Arc<str> = Arc::from("framing");
-    let mut disconnected = false;
     loop {
+        let mut batches: Vec<RawBatch> = (0..n).map(|_| fresh(chunk)).collect();
         let more = reader.read(batch_size * n, |ev| match ev {
             FileEvent::Record {
                 file,
                 offset,
                 payload,
             } => {
-                let w = partition(hash(payload), n);
-                let b = &mut batches[w];
+                let b = &mut batches[partition(hash(payload), n)];
                 b.push(file, offset, payload);
+                b.seqs.push(seq);
+                seq += 1;
                 stats.records += 1;
                 stats.bytes += payload.len() as u64;
-                if b.len() >= batch_size {
-                    let full = std::mem::replace(b, fresh());
-                    disconnected |= senders[w].send(full).is_err();
-                }
             }
             FileEvent::Corrupt {
                 file,
@@ -79,18 +87,18 @@ pub(crate) fn run_file_source(
             }
         })?;
         dead_letters.flush();
-        if disconnected {
-            // A worker is gone (it panicked); the job reports that error.
-            break;
+        let empty = batches.iter().all(RawBatch::is_empty);
+        if !empty || more {
+            for (w, b) in batches.into_iter().enumerate() {
+                if senders[w].send(b).is_err() {
+                    // A worker is gone (it panicked); the job reports that.
+                    return Ok(stats);
+                }
+            }
+            chunk += 1;
         }
         if !more {
-            break;
+            return Ok(stats);
         }
     }
-    for (w, b) in batches.into_iter().enumerate() {
-        if !b.is_empty() {
-            let _ = senders[w].send(b);
-        }
-    }
-    Ok(stats)
 }

@@ -100,10 +100,10 @@ impl StateDb {
     pub fn operator_id(&self, name: &str) -> Result<u16, StateError> {
         let cf = self.cf(CF_META)?;
         let key = format!("op:{name}");
-        if let Some(v) = self.db.get_cf(cf, key.as_bytes()).map_err(err(&self.path))? {
-            if let [a, b] = v[..] {
-                return Ok(u16::from_be_bytes([a, b]));
-            }
+        if let Some(v) = self.db.get_cf(cf, key.as_bytes()).map_err(err(&self.path))?
+            && let [a, b] = v[..]
+        {
+            return Ok(u16::from_be_bytes([a, b]));
         }
         let next = match self.db.get_cf(cf, b"next-op").map_err(err(&self.path))? {
             Some(v) if v.len() == 2 => u16::from_be_bytes([v[0], v[1]]),
@@ -210,4 +210,33 @@ impl StateDb {
         self.scan(CF_TIMERS, &[], |_, _| t += 1)?;
         Ok((s, t))
     }
+
+    /// Entries per (operator id, state index), and timers per operator id.
+    pub fn census(&self) -> Result<Census, StateError> {
+        let mut c = Census::default();
+        self.scan(CF_STATE, &[], |k, v| {
+            if let Some((_, op, state, _)) = crate::codec::split_state_key(k) {
+                let e = c.states.entry((op, state)).or_default();
+                e.0 += 1;
+                if expiry_of(v).is_some_and(|x| x != NO_EXPIRY) {
+                    e.1 += 1;
+                }
+            }
+        })?;
+        self.scan(CF_TIMERS, &[], |k, _| {
+            if let Some((_, op, _, _, _)) = crate::codec::split_timer_key(k) {
+                *c.timers.entry(op).or_default() += 1;
+            }
+        })?;
+        Ok(c)
+    }
+}
+
+/// What a state database holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Census {
+    /// (operator, state) → (entries, entries with a TTL).
+    pub states: std::collections::BTreeMap<(u16, u16), (usize, usize)>,
+    /// operator → timers.
+    pub timers: std::collections::BTreeMap<u16, usize>,
 }

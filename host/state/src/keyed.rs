@@ -36,6 +36,9 @@ pub enum Kind {
     Map,
 }
 
+/// Entries of a map, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A declared piece of state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateDecl {
@@ -380,12 +383,7 @@ impl KeyedState {
     }
 
     /// Map state: every entry, in key order.
-    pub fn map_entries(
-        &mut self,
-        op: u16,
-        state: u16,
-        key: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn map_entries(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Entries, StateError> {
         self.check_kind(op, state, Kind::Map)?;
         self.with(op, state, key, false, |d| match d {
             Some(Data::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -438,7 +436,9 @@ impl KeyedState {
         for (k, cell) in self.cache.iter_mut() {
             if cell.dirty {
                 let encoded = match &cell.data {
-                    Some(d) if cell.expiry == NO_EXPIRY || cell.expiry > self.watermark => Some(encode(d, cell.expiry)),
+                    Some(d) if cell.expiry == NO_EXPIRY || cell.expiry > self.watermark => {
+                        Some(encode(d, cell.expiry))
+                    }
                     _ => None,
                 };
                 self.pending.insert(k.clone(), encoded);

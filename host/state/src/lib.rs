@@ -12,7 +12,7 @@ mod keyed;
 mod timers;
 
 pub use codec::Data;
-pub use db::StateDb;
+pub use db::{Census, StateDb};
 pub use keyed::{CacheStats, KeyedState, Kind, StateDecl};
 pub use timers::{Domain, Fired, Timers};
 

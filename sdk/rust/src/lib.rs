@@ -4,7 +4,7 @@
 //! `wafer:udf` contract (`wit/wafer.wit`). With this SDK it is a plain Rust
 //! type implementing one trait, plus one macro call:
 //!
-//! ```ignore
+//! ```text
 //! use wafer_sdk::{Config, Error, Record, Deserializer};
 //!
 //! #[derive(Record, serde::Deserialize)]

@@ -14,6 +14,7 @@ mod core;
 mod procs;
 mod windows;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,10 @@ pub(crate) struct KeyedBatch {
     pub sender: usize,
     /// Index of the source.
     pub source: usize,
+    /// The source chunk these rows belong to (see `source.rs`).
+    pub chunk: u64,
+    /// Sequence number of each row in the source.
+    pub seqs: Vec<u64>,
     /// Rows of the source's schema.
     pub rows: BatchBuf,
     /// Key rows, one per row.
@@ -49,6 +54,10 @@ pub(crate) struct KeyedBatch {
     pub times: Vec<i64>,
     /// Where each row came from.
     pub positions: Vec<Position>,
+    /// The sender's watermark just before each row: what the row's lateness
+    /// is judged against (at least as recent as the operator's watermark,
+    /// and never ahead of a sequential reading of the input).
+    pub row_watermarks: Vec<i64>,
     /// The sender's watermark after this batch.
     pub watermark: i64,
 }
@@ -57,7 +66,7 @@ pub(crate) struct KeyedBatch {
 #[derive(Debug)]
 pub(crate) enum KeyedMsg {
     /// Records (possibly none: a watermark update).
-    Batch(KeyedBatch),
+    Batch(Box<KeyedBatch>),
     /// A sender is done.
     End {
         /// which
@@ -106,6 +115,8 @@ pub(crate) struct KeyedWorker {
     pub index: usize,
     pub settings: KeyedSettings,
     pub senders: usize,
+    /// The source each sender reads.
+    pub sender_sources: Vec<usize>,
     pub sources: Vec<SourceInfo>,
     pub core: Arc<Mutex<Core>>,
     pub windows: Vec<WindowOp>,
@@ -139,6 +150,9 @@ impl KeyedWorker {
         };
         let mut wms = InputWatermarks::new(self.senders);
         let mut last_seen = vec![Instant::now(); self.senders];
+        let mut queues: Vec<VecDeque<Box<KeyedBatch>>> = (0..self.senders).map(|_| VecDeque::new()).collect();
+        let mut ended = vec![false; self.senders];
+        let mut next_chunk = vec![0u64; self.sources.len()];
         let tick = self
             .settings
             .idle_timeout
@@ -147,17 +161,15 @@ impl KeyedWorker {
         loop {
             match rx.recv_timeout(tick) {
                 Ok(KeyedMsg::Batch(batch)) => {
-                    let sender = batch.sender;
+                    let (sender, source) = (batch.sender, batch.source);
                     last_seen[sender] = Instant::now();
-                    self.handle(&batch, wms.current(), &counters)?;
-                    if let Some(wm) = wms.update(sender, batch.watermark) {
-                        self.advance(wm, &counters)?;
-                    }
+                    queues[sender].push_back(batch);
+                    self.drain(source, &mut queues, &ended, &mut next_chunk, &mut wms, &counters)?;
                 }
                 Ok(KeyedMsg::End { sender }) => {
-                    if let Some(wm) = wms.end(sender) {
-                        self.advance(wm, &counters)?;
-                    }
+                    ended[sender] = true;
+                    let source = self.sender_sources.get(sender).copied().unwrap_or_default();
+                    self.drain(source, &mut queues, &ended, &mut next_chunk, &mut wms, &counters)?;
                     if wms.all_ended() {
                         break;
                     }
@@ -186,6 +198,53 @@ impl KeyedWorker {
             core.flush()?;
         }
         Ok(())
+    }
+
+    /// Handles every chunk of `source` whose parts from all its senders have
+    /// arrived, in chunk order, each with its rows back in source order.
+    #[allow(clippy::too_many_arguments)]
+    fn drain(
+        &mut self,
+        source: usize,
+        queues: &mut [VecDeque<Box<KeyedBatch>>],
+        ended: &[bool],
+        next_chunk: &mut [u64],
+        wms: &mut InputWatermarks,
+        counters: &Counters,
+    ) -> Result<(), RuntimeError> {
+        let members: Vec<usize> = (0..self.senders)
+            .filter(|&x| self.sender_sources[x] == source)
+            .collect();
+        loop {
+            if members.iter().any(|&x| queues[x].is_empty() && !ended[x]) {
+                return Ok(());
+            }
+            let parts: Vec<Box<KeyedBatch>> = members.iter().filter_map(|&x| queues[x].pop_front()).collect();
+            if parts.is_empty() {
+                // Every sender of the source is done.
+                for &x in &members {
+                    if let Some(wm) = wms.end(x) {
+                        self.advance(wm, counters)?;
+                    }
+                }
+                return Ok(());
+            }
+            let chunk = next_chunk.get(source).copied().unwrap_or_default();
+            if parts.iter().any(|p| p.chunk != chunk) {
+                return Err(RuntimeError::Internal(format!(
+                    "keyed worker {}: chunks of source {source} out of step",
+                    self.index
+                )));
+            }
+            let merged = merge(source, chunk, &parts);
+            self.handle(&merged, wms.current(), counters)?;
+            for p in &parts {
+                if let Some(wm) = wms.update(p.sender, p.watermark) {
+                    self.advance(wm, counters)?;
+                }
+            }
+            next_chunk[source] += 1;
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Core>, RuntimeError> {
@@ -223,6 +282,7 @@ impl KeyedWorker {
                 .map_err(|_| RuntimeError::Internal("keyed state lock poisoned".into()))?;
             for i in 0..n {
                 let t = batch.times[i];
+                let wm = batch.row_watermarks.get(i).copied().unwrap_or(wm).max(wm);
                 core.state.observe_event_time(t);
                 let row = Row::new(rows.get(i).unwrap_or_default(), n_fields);
                 // A record feeding windows is late only when every window it
@@ -349,13 +409,41 @@ impl KeyedWorker {
     }
 }
 
+/// Puts the parts of one chunk back into source order.
+fn merge(source: usize, chunk: u64, parts: &[Box<KeyedBatch>]) -> KeyedBatch {
+    let mut order: Vec<(u64, usize, usize)> = Vec::with_capacity(parts.iter().map(|p| p.seqs.len()).sum());
+    for (pi, p) in parts.iter().enumerate() {
+        for (ri, &seq) in p.seqs.iter().enumerate() {
+            order.push((seq, pi, ri));
+        }
+    }
+    order.sort_unstable();
+    let mut out = KeyedBatch {
+        sender: usize::MAX,
+        source,
+        chunk,
+        rows: BatchBuf::with_capacity(order.len(), parts.iter().map(|p| p.rows.data.len()).sum()),
+        keys: BatchBuf::with_capacity(order.len(), parts.iter().map(|p| p.keys.data.len()).sum()),
+        ..KeyedBatch::default()
+    };
+    for (seq, pi, ri) in order {
+        let p = &parts[pi];
+        out.rows.push(p.rows.as_batch().get(ri).unwrap_or_default());
+        out.keys.push(p.keys.as_batch().get(ri).unwrap_or_default());
+        out.times.push(p.times[ri]);
+        out.positions.push(p.positions[ri].clone());
+        out.row_watermarks.push(p.row_watermarks[ri]);
+        out.seqs.push(seq);
+    }
+    out
+}
+
 /// Sends rows to keyed workers by key group, and watermarks to all of them.
 pub(crate) struct KeyedRouter {
     pub sender: usize,
     pub source: usize,
     pub key: wafer_core::key::KeySpec,
     pub senders: Vec<crossbeam_channel::Sender<KeyedMsg>>,
-    pub last_wm: Vec<i64>,
 }
 
 impl KeyedRouter {
@@ -369,6 +457,9 @@ impl KeyedRouter {
         survivors: &[u32],
         position: &dyn Fn(usize) -> Position,
         payload: &dyn Fn(usize) -> Vec<u8>,
+        row_watermarks: &[i64],
+        chunk: u64,
+        seqs: &[u64],
         watermark: i64,
         dead: &mut DeadLetters,
         source_name: &Arc<str>,
@@ -378,6 +469,7 @@ impl KeyedRouter {
             .map(|_| KeyedBatch {
                 sender: self.sender,
                 source: self.source,
+                chunk,
                 watermark,
                 ..KeyedBatch::default()
             })
@@ -407,13 +499,14 @@ impl KeyedRouter {
             b.keys.push(&key);
             b.times.push(et.and_then(|e| row.int(e)).unwrap_or(i64::MIN));
             b.positions.push(position(i));
+            b.row_watermarks
+                .push(row_watermarks.get(i).copied().unwrap_or(i64::MIN));
+            b.seqs.push(seqs.get(i).copied().unwrap_or_default());
         }
+        // Every keyed worker gets every chunk, empty or not: it waits for all
+        // parts of a chunk before handling it.
         for (w, b) in out.into_iter().enumerate() {
-            if b.rows.is_empty() && self.last_wm[w] == watermark {
-                continue;
-            }
-            self.last_wm[w] = watermark;
-            let _ = self.senders[w].send(KeyedMsg::Batch(b));
+            let _ = self.senders[w].send(KeyedMsg::Batch(Box::new(b)));
         }
     }
 
