@@ -2,6 +2,10 @@
 //! guest components (the same Rust logic compiled into the host) that the
 //! Wasm runs are compared with.
 
+mod native_sessions;
+
+pub use native_sessions::NativeSessions;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -65,7 +65,21 @@ pub struct Metrics {
     component_calls: IntCounterVec,
     watermark: GaugeVec,
     watermark_lag: GaugeVec,
+    peak_rss: prometheus::Gauge,
     guests: RwLock<GuestRegistry>,
+}
+
+/// Peak resident set size of this process (Linux), in bytes.
+fn peak_rss() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
 }
 
 fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -151,6 +165,14 @@ impl Metrics {
                 "Wall-clock time minus the current watermark of an operator.",
                 &["operator"],
             ),
+            peak_rss: reg(
+                &r,
+                prometheus::Gauge::new(
+                    "wafer_process_peak_rss_bytes",
+                    "Peak resident memory of the process.",
+                )
+                .unwrap_or_else(|e| panic!("peak_rss: {e}")),
+            ),
             guests: RwLock::new(GuestRegistry::default()),
             registry: r,
         })
@@ -158,6 +180,9 @@ impl Metrics {
 
     /// Every metric in Prometheus text format.
     pub fn render(&self) -> String {
+        if let Some(rss) = peak_rss() {
+            self.peak_rss.set(rss);
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()

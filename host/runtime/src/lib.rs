@@ -36,7 +36,11 @@ use wafer_wasm::LoadError;
 
 pub use deser_worker::Deserialize;
 pub use source::SourceStats;
-pub use wafer_wasm::{Decoded, FailKind, Failure};
+use wafer_wasm::ProcessorStage;
+pub use wafer_wasm::{
+    CallError, Decoded, FailKind, Failure, KeyedBackend, OutputSpec, ProcInputs, ProcOutput, ProcessorSpec,
+    StateKind, StateSpec, TimeDomain, TimerBatch,
+};
 
 use batch::RawBatch;
 use dead_letters::DeadLetters;
@@ -100,6 +104,55 @@ pub struct Prepared {
 /// Makes a native deserializer for one worker.
 pub type NativeDeserializer = Arc<dyn Fn() -> Box<dyn Deserialize> + Send + Sync>;
 
+/// A processor as a keyed worker sees it: a Wasm component, or (for
+/// measuring the Wasm tax) the same logic compiled into the host.
+pub trait Process: Send {
+    /// What it declared.
+    fn spec(&self) -> &ProcessorSpec;
+    /// Switches to a swapped-in version between calls, if any.
+    fn follow_swap(&mut self) {}
+    /// Handles a batch of input `input`, grouped by key.
+    fn process(
+        &mut self,
+        input: u32,
+        batch: wafer_wasm::KeyedBatch<'_>,
+        keyed: &mut Option<Box<dyn KeyedBackend>>,
+    ) -> Result<ProcOutput, CallError>;
+    /// Handles fired timers.
+    fn on_timer(
+        &mut self,
+        fired: TimerBatch<'_>,
+        keyed: &mut Option<Box<dyn KeyedBackend>>,
+    ) -> Result<ProcOutput, CallError>;
+}
+
+impl Process for ProcessorStage {
+    fn spec(&self) -> &ProcessorSpec {
+        ProcessorStage::spec(self)
+    }
+    fn follow_swap(&mut self) {
+        ProcessorStage::follow_swap(self);
+    }
+    fn process(
+        &mut self,
+        input: u32,
+        batch: wafer_wasm::KeyedBatch<'_>,
+        keyed: &mut Option<Box<dyn KeyedBackend>>,
+    ) -> Result<ProcOutput, CallError> {
+        ProcessorStage::process(self, input, batch, keyed)
+    }
+    fn on_timer(
+        &mut self,
+        fired: TimerBatch<'_>,
+        keyed: &mut Option<Box<dyn KeyedBackend>>,
+    ) -> Result<ProcOutput, CallError> {
+        ProcessorStage::on_timer(self, fired, keyed)
+    }
+}
+
+/// Makes a native processor for one keyed worker from its inputs and config.
+pub type NativeProcessor = Arc<dyn Fn(&ProcInputs, &str) -> Result<Box<dyn Process>, String> + Send + Sync>;
+
 /// Stand-ins compiled into the host for components named in a job, used to
 /// measure what running a stage in Wasm costs against the same logic run
 /// natively (benchmarks); a job never needs them.
@@ -107,6 +160,8 @@ pub type NativeDeserializer = Arc<dyn Fn() -> Box<dyn Deserialize> + Send + Sync
 pub struct Natives {
     /// Deserializers by component name.
     pub deserializers: HashMap<String, NativeDeserializer>,
+    /// Processors by component name.
+    pub processors: HashMap<String, NativeProcessor>,
 }
 
 /// Loads a job's components and builds its workers; reports any problem

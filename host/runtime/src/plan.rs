@@ -111,7 +111,7 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
     };
     let pending = sources(&mut loader, natives)?;
     let keyed = match &job.keyed {
-        Some(k) => Some(keyed_plan(&mut loader, k, &pending, &metrics)?),
+        Some(k) => Some(keyed_plan(&mut loader, k, &pending, &metrics, natives)?),
         None => None,
     };
 
@@ -381,6 +381,7 @@ fn keyed_plan(
     k: &wafer_job::Keyed,
     sources: &[PendingSource],
     metrics: &Arc<Metrics>,
+    natives: &Natives,
 ) -> Result<KeyedPlan, RuntimeError> {
     let job = loader.job;
     let key_of = |i: usize, at: &str| -> Result<&KeySpec, RuntimeError> {
@@ -492,7 +493,11 @@ fn keyed_plan(
         } else {
             World::CoProcessor
         };
-        let slot = loader.slot(&p.component.component, world)?;
+        let native = natives.processors.get(&p.component.component);
+        let slot = match native {
+            Some(_) => None,
+            None => Some(loader.slot(&p.component.component, world)?),
+        };
         let inputs = ProcInputs {
             inputs: p
                 .inputs
@@ -504,14 +509,18 @@ fn keyed_plan(
         let op_id = op(&format!("processor:{}", p.name))?;
         let mut first_spec = None;
         for worker_procs in proc_workers.iter_mut() {
-            let stage = ProcessorStage::new(
-                &loader.rt,
-                slot.clone(),
-                p.component.config.clone(),
-                inputs.clone(),
-                loader.limits,
-                loader.telemetry.clone(),
-            )?;
+            let stage: Box<dyn crate::Process> = match (native, &slot) {
+                (Some(make), _) => make(&inputs, &p.component.config).map_err(|e| plan_error(&at, e))?,
+                (None, Some(slot)) => Box::new(ProcessorStage::new(
+                    &loader.rt,
+                    slot.clone(),
+                    p.component.config.clone(),
+                    inputs.clone(),
+                    loader.limits,
+                    loader.telemetry.clone(),
+                )?),
+                (None, None) => return Err(RuntimeError::Internal("processor without a slot".into())),
+            };
             let spec = stage.spec().clone();
             for name in p.outputs.keys() {
                 if !spec.outputs.iter().any(|o| &o.name == name) {

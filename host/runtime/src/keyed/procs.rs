@@ -15,7 +15,7 @@ use wafer_core::json::RowJson;
 use wafer_metrics::{ComponentMetrics, StageMetrics};
 use wafer_row::{BatchBuf, Row};
 use wafer_state::{Domain, Fired};
-use wafer_wasm::{KeyedBackend, ProcOutput, ProcessorStage, TimeDomain, TimerBatch};
+use wafer_wasm::{KeyedBackend, ProcOutput, TimeDomain, TimerBatch};
 
 use super::core::ProcBackend;
 use super::{Core, KeyedBatch, OutputBuf, SourceInfo, row_payload};
@@ -26,7 +26,7 @@ use crate::dead_letters::{DeadLetters, reason_of};
 pub(crate) struct ProcOp {
     pub name: Arc<str>,
     pub op: u16,
-    pub stage: ProcessorStage,
+    pub stage: Box<dyn crate::Process>,
     /// Source index of each input, in order.
     pub inputs: Vec<usize>,
     /// Number of states it declared.
