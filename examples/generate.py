@@ -9,6 +9,8 @@ kind. The same seed always gives the same files.
 
     python3 examples/generate.py interactions --events 100000 --out data/events
       -> data/events.jsonl and data/events.pb (same events in both formats)
+    python3 examples/generate.py training --views 100000 --out data/t
+      -> data/t-views.jsonl and data/t-engagements.jsonl
 """
 
 import argparse
@@ -163,6 +165,112 @@ def interactions(args):
     print(f"wrote {len(events)} events to {args.out}.*", file=sys.stderr)
 
 
+KINDS = ["like", "share", "comment"]
+INTERVAL_MS = 600_000
+
+
+def corrupt_line(rng, rec):
+    """One corrupt JSON line derived from a valid record."""
+    j = json.dumps(rec, ensure_ascii=False)
+    k = rng.randrange(8)
+    if k == 0:
+        return j[: rng.randrange(1, len(j))].encode("utf-8")  # truncated
+    if k == 1:
+        return json.dumps([rec]).encode("utf-8")  # not an object
+    if k == 2:
+        return json.dumps({f: v for f, v in rec.items() if f != "user_id"}).encode("utf-8")  # missing field
+    if k == 3:
+        return json.dumps(dict(rec, event_time_ms=str(rec["event_time_ms"]))).encode("utf-8")
+    if k == 4:
+        return json.dumps(dict(rec, event_time_ms=rec["event_time_ms"] + 0.5)).encode("utf-8")
+    if k == 5:
+        return json.dumps(dict(rec, user_id="")).encode("utf-8")
+    if k == 6:
+        return json.dumps(dict(rec, item_id=None)).encode("utf-8")
+    return b'{"view_id": "v", "user_id": "\xff\xfe", "item_id": "x", "kind": "like", "event_time_ms": 1}'  # bad utf-8
+
+
+def order(rng, records, late_fraction):
+    """File order with bounded disorder: on-time records at most 3 s behind
+    the largest event time before them; late ones 80 s to 9 min behind, so
+    that lateness never depends on how the file is split between workers."""
+    keyed = []
+    for rec in records:
+        if rng.random() < late_fraction:
+            key = rec["event_time_ms"] + rng.randrange(80_000, 540_000)
+        else:
+            key = rec["event_time_ms"] + rng.randrange(0, 3_000)
+        keyed.append((key, rng.random(), rec))
+    keyed.sort(key=lambda x: (x[0], x[1]))
+    return [rec for _, _, rec in keyed]
+
+
+def write_lines(rng, path, records, corrupt):
+    n_corrupt = 0
+    with open(path, "wb") as f:
+        for rec in records:
+            if rng.random() < corrupt:
+                f.write(corrupt_line(rng, rec) + b"\n")
+                n_corrupt += 1
+            if rng.random() < 0.1:
+                rec = dict(rec, client={"os": rng.choice(["ios", "android"]), "v": rng.randrange(100)})
+            f.write(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
+    return n_corrupt
+
+
+def training(args):
+    """Views and engagements for training-samples: engagements inside and
+    just outside their view's 10-minute interval (edges included), repeat
+    views of one (user, item), unknown kinds, late and corrupt records, and
+    padding on keys that never match to make one file much larger."""
+    rng = random.Random(args.seed)
+    users = user_ids(rng, args.users)
+    clock = BASE_MS
+    views, engagements = [], []
+    for i in range(args.views):
+        clock += rng.randrange(0, 2 * args.gap_ms + 1)
+        user = rng.choice(users)
+        item = f"item-{rng.randrange(args.items)}"
+        v = {"view_id": f"v-{args.seed}-{i}", "user_id": user, "item_id": item, "event_time_ms": clock}
+        views.append(v)
+
+        def eng(t, kind=None):
+            kind = kind or rng.choice(KINDS)
+            if rng.random() < 0.005:
+                kind = "dislike"
+            engagements.append({"user_id": user, "item_id": item, "kind": kind, "event_time_ms": t})
+
+        if rng.random() < args.engaged:
+            for _ in range(rng.randint(1, 3)):
+                r = rng.random()
+                if r < 0.1:
+                    eng(clock)
+                elif r < 0.2:
+                    eng(clock + INTERVAL_MS)
+                else:
+                    eng(clock + rng.randrange(0, INTERVAL_MS + 1))
+        if rng.random() < args.decoys:
+            if rng.random() < 0.5:
+                eng(clock - rng.randrange(1, 300_001))
+            else:
+                eng(clock + INTERVAL_MS + rng.randrange(1, 300_001))
+    end = clock
+    for i in range(args.pad_views):
+        t = BASE_MS + rng.randrange(0, max(1, end - BASE_MS))
+        views.append({"view_id": f"pv-{args.seed}-{i}", "user_id": f"pad-{i}", "item_id": "pad",
+                      "event_time_ms": t})
+    for i in range(args.pad_engagements):
+        t = BASE_MS + rng.randrange(0, max(1, end - BASE_MS))
+        engagements.append({"user_id": f"pad-e-{i % 50_000}", "item_id": "pad", "kind": rng.choice(KINDS),
+                            "event_time_ms": t})
+    views = order(rng, views, args.late)
+    engagements = order(rng, engagements, args.late)
+    cv = write_lines(rng, args.out + "-views.jsonl", views, args.corrupt)
+    ce = write_lines(rng, args.out + "-engagements.jsonl", engagements, args.corrupt)
+    print(f"wrote {len(views)} views ({cv} corrupt lines) and {len(engagements)} engagements "
+          f"({ce} corrupt lines) to {args.out}-*.jsonl", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -178,9 +286,24 @@ def main():
     i.add_argument("--seed", type=int, default=7)
     i.add_argument("--format", choices=["json", "protobuf", "both"], default="both")
     i.add_argument("--out", required=True, help="output path without extension")
+    t = sub.add_parser("training", help="views and engagements for training-samples")
+    t.add_argument("--views", type=int, default=10_000)
+    t.add_argument("--users", type=int, default=500)
+    t.add_argument("--items", type=int, default=200)
+    t.add_argument("--engaged", type=float, default=0.5, help="fraction of views with 1-3 engagements inside")
+    t.add_argument("--decoys", type=float, default=0.3, help="fraction of views with an engagement just outside")
+    t.add_argument("--late", type=float, default=0.01, help="fraction of clearly late records per file")
+    t.add_argument("--corrupt", type=float, default=0.01, help="fraction of corrupt lines per file")
+    t.add_argument("--pad-views", type=int, default=0, help="extra views on keys that never match")
+    t.add_argument("--pad-engagements", type=int, default=0, help="extra engagements on keys that never match")
+    t.add_argument("--gap-ms", type=int, default=50, help="mean event-time step between views")
+    t.add_argument("--seed", type=int, default=7)
+    t.add_argument("--out", required=True, help="output path prefix")
     args = p.parse_args()
     if args.what == "interactions":
         interactions(args)
+    elif args.what == "training":
+        training(args)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Scratch, read_jsonl, repo};
+use common::{Scratch, assert_upserts, read_jsonl, repo, sorted, state_census};
 use serde_json::Value;
 
 fn oracle(input: &Path, format: &str) -> Value {
@@ -25,58 +24,6 @@ fn oracle(input: &Path, format: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("oracle output")
-}
-
-/// Last row per key (outputs are upserts).
-fn last_by(rows: &[Value], key: &[&str]) -> BTreeMap<String, Value> {
-    rows.iter()
-        .map(|r| {
-            (
-                key.iter()
-                    .map(|k| r[*k].to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-                r.clone(),
-            )
-        })
-        .collect()
-}
-
-fn same_numbers(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) if a.is_f64() || b.is_f64() => (x - y).abs() <= 1e-6 * x.abs().max(1.0),
-        _ => a == b,
-    }
-}
-
-fn assert_upserts(got: &[Value], want: &[Value], key: &[&str], what: &str) {
-    let (g, w) = (last_by(got, key), last_by(want, key));
-    let missing: Vec<&String> = w.keys().filter(|k| !g.contains_key(*k)).take(5).collect();
-    let extra: Vec<&String> = g.keys().filter(|k| !w.contains_key(*k)).take(5).collect();
-    let mut wrong = Vec::new();
-    for (k, want_row) in &w {
-        if let Some(got_row) = g.get(k) {
-            let obj = want_row.as_object().expect("object");
-            let differs = obj.iter().any(|(f, v)| !same_numbers(&got_row[f], v))
-                || got_row.as_object().map(|o| o.len()) != Some(obj.len());
-            if differs {
-                wrong.push((got_row.clone(), want_row.clone()));
-            }
-        }
-    }
-    assert!(
-        missing.is_empty() && extra.is_empty() && wrong.is_empty(),
-        "{what}: got {} keys, want {}; missing {missing:?}; unexpected {extra:?}; wrong (got, want) {:?}",
-        g.len(),
-        w.len(),
-        &wrong[..wrong.len().min(3)]
-    );
-}
-
-fn sorted(rows: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
-    v.sort();
-    v
 }
 
 /// Runs the example job on `input` and compares every output with the
@@ -356,18 +303,12 @@ fn state_past_its_ttl_is_invisible_and_removed_from_rocksdb() {
 
     // After the run the watermark is at +infinity: every entry with a TTL has
     // expired and compaction removed it from disk; `seen` (no TTL) remains.
-    let out = Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .arg("state")
-        .arg(&state)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    let rows = state_census(&state);
+    let text = format!("{rows:?}");
     let entries = |state: &str| -> Option<&str> {
         rows.iter()
             .find(|r| r[0] == "processor:probe" && r[1] == state)
-            .map(|r| r[2])
+            .map(|r| r[2].as_str())
     };
     assert_eq!(
         entries("0"),

@@ -66,6 +66,37 @@ pub fn interactions_file(events: usize, extra: &[&str]) -> PathBuf {
     file
 }
 
+/// Generates (once) the training-samples inputs with `views` views and
+/// returns `(views, engagements)`.
+pub fn training_files(views: usize, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let dir = repo().join("target").join("bench-data");
+    let _ = std::fs::create_dir_all(&dir);
+    let tag = extra.join("").replace(['-', ' '], "");
+    let base = dir.join(format!("training-{views}{tag}"));
+    let file = |s: &str| PathBuf::from(format!("{}-{s}.jsonl", base.display()));
+    if !file("engagements").exists() {
+        let status = Command::new("python3")
+            .arg(repo().join("examples/generate.py"))
+            .args(["training", "--views", &views.to_string(), "--out"])
+            .arg(&base)
+            .args(extra)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "the generator failed");
+    }
+    (file("views"), file("engagements"))
+}
+
+/// The sum over keyed workers of a `wafer_keyed_state` gauge (`what`:
+/// entries, entries_peak, timers, timers_peak) in rendered metrics.
+pub fn keyed_state_sum(metrics: &str, what: &str) -> f64 {
+    let label = format!("what=\"{what}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("wafer_keyed_state{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The interaction JSON deserializer of `guests/interaction-json`, compiled
 /// natively: the same record type, the same serde parse, the same rows.
 pub struct NativeInteractionJson {

@@ -3,6 +3,7 @@
 //! generator, read outputs back.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -70,10 +71,15 @@ impl Scratch {
 
     /// Generates interaction events with examples/generate.py.
     pub fn generate_interactions(&self, out: &str, args: &[&str]) -> PathBuf {
+        self.generate("interactions", out, args)
+    }
+
+    /// Runs `examples/generate.py <what> --out <scratch>/<out> <args>`.
+    pub fn generate(&self, what: &str, out: &str, args: &[&str]) -> PathBuf {
         let path = self.path(out);
         let status = Command::new("python3")
             .arg(repo().join("examples/generate.py"))
-            .arg("interactions")
+            .arg(what)
             .arg("--out")
             .arg(&path)
             .args(args)
@@ -146,4 +152,76 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
         .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Last row per key (outputs are upserts).
+pub fn last_by(rows: &[Value], key: &[&str]) -> BTreeMap<String, Value> {
+    rows.iter()
+        .map(|r| {
+            (
+                key.iter()
+                    .map(|k| r[*k].to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                r.clone(),
+            )
+        })
+        .collect()
+}
+
+pub fn same_numbers(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if a.is_f64() || b.is_f64() => (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+        _ => a == b,
+    }
+}
+
+pub fn assert_upserts(got: &[Value], want: &[Value], key: &[&str], what: &str) {
+    let (g, w) = (last_by(got, key), last_by(want, key));
+    let missing: Vec<&String> = w.keys().filter(|k| !g.contains_key(*k)).take(5).collect();
+    let extra: Vec<&String> = g.keys().filter(|k| !w.contains_key(*k)).take(5).collect();
+    let mut wrong = Vec::new();
+    for (k, want_row) in &w {
+        if let Some(got_row) = g.get(k) {
+            let obj = want_row.as_object().expect("object");
+            let differs = obj.iter().any(|(f, v)| !same_numbers(&got_row[f], v))
+                || got_row.as_object().map(|o| o.len()) != Some(obj.len());
+            if differs {
+                wrong.push((got_row.clone(), want_row.clone()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty() && extra.is_empty() && wrong.is_empty(),
+        "{what}: got {} keys, want {}; missing {missing:?}; unexpected {extra:?}; wrong (got, want) {:?}",
+        g.len(),
+        w.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
+pub fn sorted(rows: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// What `wafer state <dir>` reports: rows of (operator, state, entries,
+/// entries with a TTL); timers appear as state `timers`.
+pub fn state_census(dir: &Path) -> Vec<Vec<String>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("state")
+        .arg(dir)
+        .output()
+        .expect("run wafer state");
+    assert!(
+        out.status.success(),
+        "wafer state failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }

@@ -139,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         Some("setup") => setup(),
         Some("guests") => guests(),
         Some("ci") => ci(),
-        Some("example") => example(args.get(1).map(String::as_str).unwrap_or("clean-events")),
+        Some("example") => example(args.get(1).map(String::as_str).unwrap_or("user-features")),
         Some("bench") => bench(),
         _ => {
             eprintln!("usage: cargo xtask <setup | guests | ci | example [name] | bench>");

@@ -17,6 +17,9 @@ pub const RUST_GUESTS: &[&str] = &[
     "bench-keep-all",
     "sessions",
     "probe",
+    "view-json",
+    "engagement-json",
+    "training-samples",
 ];
 
 /// The Python guests: (directory under `guests/python`, world).

@@ -636,7 +636,12 @@ fn keyed_stage(
         parallelism: keyed_parallelism,
         allowed_lateness_ms: spec.allowed_lateness.map(ms).unwrap_or(0),
         late_output: spec.late_output.clone(),
-        state_dir: spec.state.dir.as_deref().map(resolve),
+        state_dir: spec
+            .state
+            .dir
+            .as_deref()
+            .filter(|d| !d.trim().is_empty())
+            .map(resolve),
         cache_entries: spec.state.cache_entries.unwrap_or(1_000_000).max(1),
         windows,
         processors,

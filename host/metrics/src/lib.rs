@@ -65,6 +65,7 @@ pub struct Metrics {
     component_calls: IntCounterVec,
     watermark: GaugeVec,
     watermark_lag: GaugeVec,
+    state_size: GaugeVec,
     peak_rss: prometheus::Gauge,
     guests: RwLock<GuestRegistry>,
 }
@@ -165,6 +166,11 @@ impl Metrics {
                 "Wall-clock time minus the current watermark of an operator.",
                 &["operator"],
             ),
+            state_size: gauge(
+                "wafer_keyed_state",
+                "Keyed state of a keyed worker: live state entries (one per key and declared state, or window of a key) and pending timers, now and at their peak.",
+                &["worker", "what"],
+            ),
             peak_rss: reg(
                 &r,
                 prometheus::Gauge::new(
@@ -226,6 +232,13 @@ impl Metrics {
             self.watermark.with_label_values(&[operator]),
             self.watermark_lag.with_label_values(&[operator]),
         )
+    }
+
+    /// Gauges of a keyed worker's state size: (entries, peak entries,
+    /// timers, peak timers).
+    pub fn state_size(&self, worker: &str) -> [Gauge; 4] {
+        ["entries", "entries_peak", "timers", "timers_peak"]
+            .map(|w| self.state_size.with_label_values(&[worker, w]))
     }
 
     /// Declares a guest metric `wafer_guest_<name>{component=...}`; the same

@@ -81,6 +81,14 @@ pub struct KeyedState {
     scratch: Vec<u8>,
     stream_time: i64,
     watermark: i64,
+    /// While a timer for time `t` fires, entries expire as of `t` (see
+    /// [`KeyedState::set_horizon`]).
+    horizon: Option<i64>,
+    /// Entries holding data (committed), and their most so far.
+    live: usize,
+    peak_live: usize,
+    /// Change of `live` by the open transaction.
+    tx_live: isize,
     stats: CacheStats,
 }
 
@@ -96,6 +104,10 @@ impl KeyedState {
             scratch: Vec::new(),
             stream_time: i64::MIN,
             watermark: i64::MIN,
+            horizon: None,
+            live: 0,
+            peak_live: 0,
+            tx_live: 0,
             stats: CacheStats::default(),
         }
     }
@@ -120,6 +132,33 @@ impl KeyedState {
         self.watermark = self.watermark.max(wm);
     }
 
+    /// Judges expiry as of `time` instead of the watermark (never later
+    /// than it) until reset with `None`. A timer for `t` fires when the
+    /// watermark passes `t`, possibly much later (at the end of input it
+    /// jumps to +infinity): its handler sees the state as it was at `t`, so
+    /// state with a TTL is not lost just because the watermark moved far in
+    /// one step.
+    pub fn set_horizon(&mut self, time: Option<i64>) {
+        self.horizon = time;
+    }
+
+    /// Entries holding data: one per key and declared state (or entry
+    /// `sub` of a key) written in this run and not cleared (nor found
+    /// expired since).
+    pub fn live_entries(&self) -> usize {
+        self.live
+    }
+
+    /// The most live entries at once so far.
+    pub fn peak_entries(&self) -> usize {
+        self.peak_live
+    }
+
+    fn add_live(&mut self, delta: isize) {
+        self.live = self.live.saturating_add_signed(delta);
+        self.peak_live = self.peak_live.max(self.live);
+    }
+
     /// Cache counters so far.
     pub fn stats(&self) -> CacheStats {
         self.stats
@@ -129,11 +168,14 @@ impl KeyedState {
     /// [`abort`](Self::abort) are kept apart.
     pub fn begin(&mut self) {
         self.tx = Some(HashMap::new());
+        self.tx_live = 0;
     }
 
     /// Makes the open transaction's writes visible.
     pub fn commit(&mut self) -> Result<(), StateError> {
         if let Some(tx) = self.tx.take() {
+            let delta = std::mem::take(&mut self.tx_live);
+            self.add_live(delta);
             for (k, cell) in tx {
                 self.insert_cache(k, cell)?;
             }
@@ -144,6 +186,7 @@ impl KeyedState {
     /// Forgets the open transaction's writes.
     pub fn abort(&mut self) {
         self.tx = None;
+        self.tx_live = 0;
     }
 
     fn insert_cache(&mut self, key: Vec<u8>, cell: Cell) -> Result<(), StateError> {
@@ -226,12 +269,17 @@ impl KeyedState {
         let decl = self.decl(op, state).ok_or(StateError::Undeclared { op, state })?;
         state_key(&mut self.scratch, key_group(key), op, state, key);
         self.scratch.extend_from_slice(sub);
-        let wm = self.watermark;
+        let wm = match self.horizon {
+            Some(h) => h.min(self.watermark),
+            None => self.watermark,
+        };
         let expiry = match decl.ttl_ms {
             Some(ttl) => self.stream_time.saturating_add(ttl),
             None => NO_EXPIRY,
         };
+        // Returns `f`'s result and the change in live entries.
         let apply = |cell: &mut Cell| {
+            let before = isize::from(cell.data.is_some());
             if cell.data.is_some() && cell.expiry != NO_EXPIRY && cell.expiry <= wm {
                 // Expired: invisible, and deleted on write-back.
                 cell.data = None;
@@ -242,7 +290,7 @@ impl KeyedState {
                 cell.dirty = true;
                 cell.expiry = expiry;
             }
-            r
+            (r, isize::from(cell.data.is_some()) - before)
         };
         if self.tx.is_some() {
             let in_tx = self.tx.as_ref().is_some_and(|t| t.contains_key(&self.scratch));
@@ -259,14 +307,19 @@ impl KeyedState {
                 .as_mut()
                 .and_then(|t| t.get_mut(&self.scratch))
                 .ok_or(StateError::Undeclared { op, state })?;
-            return Ok(apply(cell));
+            let (r, delta) = apply(cell);
+            self.tx_live += delta;
+            return Ok(r);
         }
         if let Some(cell) = self.cache.get_mut(&self.scratch) {
             self.stats.hits += 1;
-            return Ok(apply(cell));
+            let (r, delta) = apply(cell);
+            self.add_live(delta);
+            return Ok(r);
         }
         let mut cell = self.load_lower()?;
-        let r = apply(&mut cell);
+        let (r, delta) = apply(&mut cell);
+        self.add_live(delta);
         let key = self.scratch.clone();
         self.insert_cache(key, cell)?;
         Ok(r)

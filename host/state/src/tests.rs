@@ -167,3 +167,46 @@ fn state_without_ttl_survives_the_end_of_input() {
     s.set_watermark(i64::MAX);
     assert_eq!(s.value_get(1, 0, b"k").unwrap(), Some(b"v".to_vec()));
 }
+
+#[test]
+fn a_timer_horizon_sees_state_as_of_the_timer() {
+    let (_dir, db) = db();
+    let mut s = KeyedState::new(db, 10);
+    s.declare(1, 0, decl(Kind::List, Some(100)));
+    s.observe_event_time(1_000);
+    s.list_append(1, 0, b"k", b"x".to_vec()).unwrap();
+    // The watermark jumps far past the expiry (1100) in one step, as at the
+    // end of input; a timer for 1050 still sees the entry, one for 1100 not.
+    s.set_watermark(i64::MAX);
+    s.set_horizon(Some(1_050));
+    assert_eq!(s.list_get(1, 0, b"k").unwrap(), vec![b"x".to_vec()]);
+    s.set_horizon(Some(1_100));
+    assert!(s.list_get(1, 0, b"k").unwrap().is_empty());
+    s.set_horizon(None);
+    assert!(s.list_get(1, 0, b"k").unwrap().is_empty());
+}
+
+#[test]
+fn live_entries_count_committed_state_and_keep_their_peak() {
+    let (_dir, db) = db();
+    let mut s = KeyedState::new(db, 2);
+    s.declare(1, 0, decl(Kind::Value, None));
+    for k in [b"a", b"b", b"c"] {
+        s.value_set(1, 0, k, b"v".to_vec()).unwrap();
+    }
+    s.value_set(1, 0, b"a", b"w".to_vec()).unwrap();
+    assert_eq!((s.live_entries(), s.peak_entries()), (3, 3));
+    s.begin();
+    s.value_set(1, 0, b"d", b"v".to_vec()).unwrap();
+    s.abort();
+    assert_eq!(
+        (s.live_entries(), s.peak_entries()),
+        (3, 3),
+        "aborted writes do not count"
+    );
+    s.begin();
+    s.clear(1, 0, b"a").unwrap();
+    s.clear(1, 0, b"b").unwrap();
+    s.commit().unwrap();
+    assert_eq!((s.live_entries(), s.peak_entries()), (1, 3));
+}

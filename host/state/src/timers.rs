@@ -42,6 +42,7 @@ pub struct Timers {
     queues: [BTreeSet<(i64, u16, Vec<u8>)>; 2],
     pending: HashMap<Vec<u8>, bool>,
     tx: Option<Vec<TimerOp>>,
+    peak: usize,
 }
 
 impl Timers {
@@ -50,6 +51,7 @@ impl Timers {
         Timers {
             db,
             queues: [BTreeSet::new(), BTreeSet::new()],
+            peak: 0,
             pending: HashMap::new(),
             tx: None,
         }
@@ -75,6 +77,11 @@ impl Timers {
     /// Number of timers set.
     pub fn len(&self) -> usize {
         self.queues[0].len() + self.queues[1].len()
+    }
+
+    /// The most timers set at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak
     }
 
     /// Whether no timer is set.
@@ -124,6 +131,7 @@ impl Timers {
         let storage = timer_key(key_group(&key), op, domain as u8, time, &key);
         if self.queues[domain as usize].insert((time, op, key)) {
             self.pending.insert(storage, true);
+            self.peak = self.peak.max(self.len());
         }
     }
 

@@ -71,6 +71,9 @@ pub(crate) struct ProcBackend {
     pub keys: Vec<u8>,
     pub key_ends: Vec<u32>,
     pub watermark: i64,
+    /// For a timer call, the time of each key's timer: state expires as of
+    /// it (`KeyedState::set_horizon`). Empty for record calls.
+    pub horizons: Vec<i64>,
 }
 
 impl ProcBackend {
@@ -94,7 +97,10 @@ impl ProcBackend {
             .core
             .lock()
             .map_err(|_| "keyed state lock poisoned".to_string())?;
-        match f(&mut core, self.op, state as u16, k) {
+        core.state.set_horizon(self.horizons.get(key as usize).copied());
+        let result = f(&mut core, self.op, state as u16, k);
+        core.state.set_horizon(None);
+        match result {
             Ok(v) => Ok(v),
             Err(e @ StateError::Db { .. }) => {
                 let msg = e.to_string();

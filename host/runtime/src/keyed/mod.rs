@@ -135,6 +135,8 @@ struct Counters {
     late: IntCounter,
     watermark: Gauge,
     lag: Gauge,
+    /// Live state entries, their peak, pending timers, their peak.
+    size: [Gauge; 4],
 }
 
 impl KeyedWorker {
@@ -147,6 +149,7 @@ impl KeyedWorker {
             late: self.metrics.stage("late").records_out,
             watermark,
             lag,
+            size: self.metrics.state_size(&self.index.to_string()),
         };
         let mut wms = InputWatermarks::new(self.senders);
         let mut last_seen = vec![Instant::now(); self.senders];
@@ -189,10 +192,12 @@ impl KeyedWorker {
             }
             self.fire_processing_time()?;
             self.flush_outputs();
+            self.report_size(&counters)?;
         }
         // End of input: everything is complete.
         self.advance(MAX_WATERMARK, &counters)?;
         self.flush_outputs();
+        self.report_size(&counters)?;
         let mut core = self.lock()?;
         if self.keep_state {
             core.flush()?;
@@ -245,6 +250,20 @@ impl KeyedWorker {
             }
             next_chunk[source] += 1;
         }
+    }
+
+    fn report_size(&self, counters: &Counters) -> Result<(), RuntimeError> {
+        let core = self.lock()?;
+        let values = [
+            core.state.live_entries(),
+            core.state.peak_entries(),
+            core.timers.len(),
+            core.timers.peak(),
+        ];
+        for (g, v) in counters.size.iter().zip(values) {
+            g.set(v as f64);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Core>, RuntimeError> {

@@ -92,7 +92,13 @@ impl ProcOp {
         self.inputs.iter().position(|s| *s == source).map(|i| i as u32)
     }
 
-    fn backend(&self, core: &Arc<Mutex<Core>>, keys: &BatchBuf, wm: i64) -> Option<Box<dyn KeyedBackend>> {
+    fn backend(
+        &self,
+        core: &Arc<Mutex<Core>>,
+        keys: &BatchBuf,
+        wm: i64,
+        horizons: Vec<i64>,
+    ) -> Option<Box<dyn KeyedBackend>> {
         Some(Box::new(ProcBackend {
             core: core.clone(),
             op: self.op,
@@ -100,6 +106,7 @@ impl ProcOp {
             keys: keys.data.clone(),
             key_ends: keys.ends.clone(),
             watermark: wm,
+            horizons,
         }))
     }
 
@@ -164,7 +171,7 @@ impl ProcOp {
         dead: &mut DeadLetters,
     ) -> Result<(), RuntimeError> {
         self.stage.follow_swap();
-        let mut backend = self.backend(core, &call.keys, wm);
+        let mut backend = self.backend(core, &call.keys, wm, Vec::new());
         lock(core)?.begin();
         let started = std::time::Instant::now();
         let result = self.stage.process(
@@ -304,7 +311,12 @@ impl ProcOp {
         };
         let domains = vec![d; fired.len()];
         self.stage.follow_swap();
-        let mut backend = self.backend(core, &keys, wm);
+        // Event-time timers see state as of their own time.
+        let horizons = match domain {
+            Domain::EventTime => times.clone(),
+            Domain::ProcessingTime => Vec::new(),
+        };
+        let mut backend = self.backend(core, &keys, wm, horizons);
         lock(core)?.begin();
         let started = std::time::Instant::now();
         let result = self.stage.on_timer(
