@@ -14,6 +14,8 @@ kind. The same seed always gives the same files.
 """
 
 import argparse
+import itertools
+import bisect
 import json
 import random
 import struct
@@ -127,6 +129,7 @@ def interactions(args):
     rng = random.Random(args.seed)
     users = user_ids(rng, args.users)
     weights = [1.0 / (i + 1) ** args.skew for i in range(len(users))]
+    cum = list(itertools.accumulate(weights))  # choices() would re-sum per call
     clock = BASE_MS
     events = []  # (json bytes or None, pb bytes or None)
     for i in range(args.events):
@@ -141,7 +144,7 @@ def interactions(args):
             t = clock - rng.randrange(0, 3_000)  # within the 5 s bound
         ev = {
             "event_id": f"ev-{args.seed}-{i}",
-            "user_id": rng.choices(users, weights)[0],
+            "user_id": rng.choices(users, cum_weights=cum)[0],
             "event_type": kind,
             "item_id": f"item-{rng.randrange(args.items)}",
             "event_time_ms": t,
@@ -191,18 +194,44 @@ def corrupt_line(rng, rec):
 
 
 def order(rng, records, late_fraction):
-    """File order with bounded disorder: on-time records at most 3 s behind
-    the largest event time before them; late ones 80 s to 9 min behind, so
-    that lateness never depends on how the file is split between workers."""
-    keyed = []
+    """File order with bounded disorder, and the number of late records.
+
+    On-time records are sorted by event time plus up to 3 s of jitter, so
+    each is at most 3 s behind the largest event time before it and never
+    late. A late record is sorted by its event time plus 80 s to 9 min, and
+    moved further down if the file is sparse there, until the largest event
+    time before it is at least 80 s ahead (15 s more than the 5 s bound plus
+    60 s of allowed lateness). Whether a record is late therefore does not
+    depend on how the file is split into batches or workers. A record chosen
+    to be late whose event time is within 80 s of the file's largest stays
+    on time."""
+    on_time, late = [], []
     for rec in records:
-        if rng.random() < late_fraction:
-            key = rec["event_time_ms"] + rng.randrange(80_000, 540_000)
-        else:
-            key = rec["event_time_ms"] + rng.randrange(0, 3_000)
-        keyed.append((key, rng.random(), rec))
-    keyed.sort(key=lambda x: (x[0], x[1]))
-    return [rec for _, _, rec in keyed]
+        (late if rng.random() < late_fraction else on_time).append(rec)
+    top = max((r["event_time_ms"] for r in on_time), default=None)
+    for rec in [r for r in late if top is None or r["event_time_ms"] + 80_000 > top]:
+        late.remove(rec)
+        on_time.append(rec)
+    keyed = sorted(((r["event_time_ms"] + rng.randrange(0, 3_001), rng.random(), r) for r in on_time),
+                   key=lambda x: (x[0], x[1]))
+    keys = [k for k, _, _ in keyed]
+    prefix_max, m = [], None  # prefix_max[i]: largest event time among the first i + 1
+    for _, _, r in keyed:
+        m = r["event_time_ms"] if m is None else max(m, r["event_time_ms"])
+        prefix_max.append(m)
+    before = [[] for _ in range(len(keyed) + 1)]  # before[i]: late records placed before keyed[i]
+    for rec in late:
+        t = rec["event_time_ms"]
+        pos = bisect.bisect_right(keys, t + rng.randrange(80_000, 540_001))
+        pos = max(pos, bisect.bisect_left(prefix_max, t + 80_000) + 1)
+        before[pos].append(rec)
+    out = []
+    for i in range(len(keyed) + 1):
+        rng.shuffle(before[i])
+        out.extend(before[i])
+        if i < len(keyed):
+            out.append(keyed[i][2])
+    return out, len(late)
 
 
 def write_lines(rng, path, records, corrupt):
@@ -218,19 +247,44 @@ def write_lines(rng, path, records, corrupt):
     return n_corrupt
 
 
+def training_users(rng, n):
+    """`u123`-style user ids, about 5% of them unicode (CJK, accents, emoji)."""
+    ids = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.02:
+            ids.append(f"ユーザー{i}")
+        elif r < 0.04:
+            ids.append(f"usér-é-{i}")
+        elif r < 0.05:
+            ids.append(f"🦀-{i}")
+        else:
+            ids.append(f"u{i}")
+    return ids
+
+
 def training(args):
     """Views and engagements for training-samples: engagements inside and
     just outside their view's 10-minute interval (edges included), repeat
     views of one (user, item), unknown kinds, late and corrupt records, and
     padding on keys that never match to make one file much larger."""
     rng = random.Random(args.seed)
-    users = user_ids(rng, args.users)
+    users = training_users(rng, args.users)
     clock = BASE_MS
     views, engagements = [], []
+    recent = []  # (time, user, item) of recent views, for repeat views
     for i in range(args.views):
         clock += rng.randrange(0, 2 * args.gap_ms + 1)
-        user = rng.choice(users)
-        item = f"item-{rng.randrange(args.items)}"
+        while recent and recent[0][0] < clock - INTERVAL_MS:
+            recent.pop(0)
+        if recent and rng.random() < 0.05:
+            _, user, item = rng.choice(recent)  # a repeat view within 10 minutes
+        else:
+            user = rng.choice(users)
+            item = f"item-{rng.randrange(args.items)}"
+        recent.append((clock, user, item))
+        if len(recent) > 1000:
+            recent.pop(0)
         v = {"view_id": f"v-{args.seed}-{i}", "user_id": user, "item_id": item, "event_time_ms": clock}
         views.append(v)
 
@@ -263,12 +317,12 @@ def training(args):
         t = BASE_MS + rng.randrange(0, max(1, end - BASE_MS))
         engagements.append({"user_id": f"pad-e-{i % 50_000}", "item_id": "pad", "kind": rng.choice(KINDS),
                             "event_time_ms": t})
-    views = order(rng, views, args.late)
-    engagements = order(rng, engagements, args.late)
+    views, lv = order(rng, views, args.late)
+    engagements, le = order(rng, engagements, args.late)
     cv = write_lines(rng, args.out + "-views.jsonl", views, args.corrupt)
     ce = write_lines(rng, args.out + "-engagements.jsonl", engagements, args.corrupt)
-    print(f"wrote {len(views)} views ({cv} corrupt lines) and {len(engagements)} engagements "
-          f"({ce} corrupt lines) to {args.out}-*.jsonl", file=sys.stderr)
+    print(f"wrote {len(views)} views ({lv} late, {cv} corrupt lines) and {len(engagements)} engagements "
+          f"({le} late, {ce} corrupt lines) to {args.out}-*.jsonl", file=sys.stderr)
 
 
 def main():

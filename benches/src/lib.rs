@@ -44,7 +44,7 @@ pub fn event_batch(n: usize, len: usize) -> BatchBuf {
 pub fn interactions_file(events: usize, extra: &[&str]) -> PathBuf {
     let dir = repo().join("target").join("bench-data");
     let _ = std::fs::create_dir_all(&dir);
-    let tag = extra.join("").replace(['-', ' '], "");
+    let tag = extra.join("").replace(['-', ' ', '.'], "");
     let base = dir.join(format!("interactions-{events}{tag}"));
     let file = base.with_extension("jsonl");
     if !file.exists() {
@@ -71,7 +71,7 @@ pub fn interactions_file(events: usize, extra: &[&str]) -> PathBuf {
 pub fn training_files(views: usize, extra: &[&str]) -> (PathBuf, PathBuf) {
     let dir = repo().join("target").join("bench-data");
     let _ = std::fs::create_dir_all(&dir);
-    let tag = extra.join("").replace(['-', ' '], "");
+    let tag = extra.join("").replace(['-', ' ', '.'], "");
     let base = dir.join(format!("training-{views}{tag}"));
     let file = |s: &str| PathBuf::from(format!("{}-{s}.jsonl", base.display()));
     if !file("engagements").exists() {

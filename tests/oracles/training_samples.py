@@ -60,22 +60,23 @@ def read(path, fields):
     on_time, late, dead = [], [], 0
     top = None
     with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    for raw in lines:
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if raw == b"":
-            continue
-        rec = parse(raw, fields)
-        if rec is None:
-            dead += 1
-            continue
-        t = rec["event_time_ms"]
-        if top is not None and t < top - OUT_OF_ORDERNESS - LATENESS:
-            late.append(rec)
-        else:
-            on_time.append(rec)
-        top = t if top is None else max(top, t)
+        for raw in f:  # lines split on b"\n" only
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if raw == b"":
+                continue
+            rec = parse(raw, fields)
+            if rec is None:
+                dead += 1
+                continue
+            t = rec["event_time_ms"]
+            if top is not None and t < top - OUT_OF_ORDERNESS - LATENESS:
+                late.append(rec)
+            else:
+                on_time.append(rec)
+            top = t if top is None else max(top, t)
     return on_time, late, dead
 
 
@@ -96,8 +97,8 @@ def main():
             i = bisect.bisect_left(ts, t)
             row[kind] = 1 if i < len(ts) and ts[i] <= t + INTERVAL else 0
         samples[v["view_id"]] = row
-    json.dump({"samples": list(samples.values()), "late": late_v + late_e, "dlq": dead_v + dead_e},
-              sys.stdout, ensure_ascii=False)
+    out = {"samples": list(samples.values()), "late": late_v + late_e, "dlq": dead_v + dead_e}
+    sys.stdout.write(json.dumps(out, ensure_ascii=False))  # one write: json.dump writes per token
 
 
 if __name__ == "__main__":
