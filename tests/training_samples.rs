@@ -9,24 +9,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{Scratch, assert_upserts, repo, sorted, state_census};
+use common::{Scratch, assert_upserts, repo, run_oracle, sorted, state_census};
 use serde_json::{Value, json};
 
 fn oracle(views: &Path, engagements: &Path) -> Value {
-    let out = Command::new("python3")
-        .arg(repo().join("tests/oracles/training_samples.py"))
-        .arg(views)
-        .arg(engagements)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "oracle failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("oracle output")
+    run_oracle(
+        "training_samples.py",
+        &[views.as_os_str(), engagements.as_os_str()],
+    )
 }
 
 /// Generated views and engagements: `(views, engagements)`.

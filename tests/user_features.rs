@@ -6,24 +6,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{Scratch, assert_upserts, read_jsonl, repo, sorted, state_census};
+use common::{Scratch, assert_upserts, read_jsonl, repo, run_oracle, sorted, state_census};
 use serde_json::Value;
 
 fn oracle(input: &Path, format: &str) -> Value {
-    let out = Command::new("python3")
-        .arg(repo().join("tests/oracles/user_features.py"))
-        .arg(input)
-        .arg(format)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "oracle failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("oracle output")
+    run_oracle("user_features.py", &[input.as_os_str(), format.as_ref()])
 }
 
 /// Runs the example job on `input` and compares every output with the

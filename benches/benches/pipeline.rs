@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wafer_benches::{NativeInteractionJson, interactions_file, rate, write_results};
+use wafer_benches::{NativeInteractionJson, env_usize, interactions_file, rate, write_results};
 use wafer_job::Job;
 use wafer_metrics::Metrics;
 use wafer_runtime::{Deserialize, NativeDeserializer, Natives};
@@ -32,13 +32,6 @@ sources:
 sink:
   file: { dir: "${OUT}" }
 "#;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; anything else (like `cargo test

@@ -9,31 +9,20 @@
 
 use std::time::Instant;
 
-use wafer_benches::{keyed_state_sum, rate, repo, training_files, write_results};
+use wafer_benches::{env_usize, example_job, keyed_state_sum, rate, training_files, write_results};
 use wafer_job::Job;
 use wafer_metrics::Metrics;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn job(par: usize, views: &str, engagements: &str, out: &str) -> Job {
-    let vars = [
-        ("PARALLELISM", par.to_string()),
-        ("WAFER_COMPONENTS", wafer_test_guests::COMPONENTS_DIR.to_string()),
-        ("VIEWS", views.to_string()),
-        ("ENGAGEMENTS", engagements.to_string()),
-        ("OUTPUT_DIR", out.to_string()),
-    ];
-    let path = repo().join("examples/training-samples/job.yaml");
-    let text = std::fs::read_to_string(&path).expect("job file");
-    Job::parse(&path, &text, |k| {
-        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-    })
-    .expect("job")
+    example_job(
+        "training-samples",
+        &[
+            ("PARALLELISM", par.to_string()),
+            ("VIEWS", views.to_string()),
+            ("ENGAGEMENTS", engagements.to_string()),
+            ("OUTPUT_DIR", out.to_string()),
+        ],
+    )
 }
 
 fn main() {

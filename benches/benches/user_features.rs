@@ -11,31 +11,23 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wafer_benches::{NativeInteractionJson, NativeSessions, interactions_file, rate, repo, write_results};
+use wafer_benches::{
+    NativeInteractionJson, NativeSessions, env_usize, example_job, interactions_file, rate, repo,
+    write_results,
+};
 use wafer_job::Job;
 use wafer_metrics::Metrics;
 use wafer_runtime::{Deserialize, NativeDeserializer, NativeProcessor, Natives, Process};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn job(par: usize, input: &str, out: &str) -> Job {
-    let vars = [
-        ("PARALLELISM", par.to_string()),
-        ("WAFER_COMPONENTS", wafer_test_guests::COMPONENTS_DIR.to_string()),
-        ("INPUT", input.to_string()),
-        ("OUTPUT_DIR", out.to_string()),
-    ];
-    let path = repo().join("examples/user-features/job.yaml");
-    let text = std::fs::read_to_string(&path).expect("job file");
-    Job::parse(&path, &text, |k| {
-        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-    })
-    .expect("job")
+    example_job(
+        "user-features",
+        &[
+            ("PARALLELISM", par.to_string()),
+            ("INPUT", input.to_string()),
+            ("OUTPUT_DIR", out.to_string()),
+        ],
+    )
 }
 
 fn main() {

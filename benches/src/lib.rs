@@ -155,6 +155,28 @@ impl Deserialize for NativeInteractionJson {
     }
 }
 
+/// A `usize` from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `examples/<name>/job.yaml` with its variables taken from `vars` (and the
+/// components built for tests), as the user would run it.
+pub fn example_job(name: &str, vars: &[(&str, String)]) -> wafer_job::Job {
+    let path = repo().join("examples").join(name).join("job.yaml");
+    let text = std::fs::read_to_string(&path).expect("job file");
+    wafer_job::Job::parse(&path, &text, |k| {
+        if k == "WAFER_COMPONENTS" {
+            return Some(wafer_test_guests::COMPONENTS_DIR.to_string());
+        }
+        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    })
+    .expect("job")
+}
+
 /// Events per second.
 pub fn rate(events: u64, secs: f64) -> f64 {
     events as f64 / secs.max(1e-9)

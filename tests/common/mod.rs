@@ -225,3 +225,18 @@ pub fn state_census(dir: &Path) -> Vec<Vec<String>> {
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
 }
+
+/// Runs `tests/oracles/<script>` with `args` and parses the JSON it prints.
+pub fn run_oracle(script: &str, args: &[&std::ffi::OsStr]) -> Value {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/oracles").join(script))
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "oracle {script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("oracle output")
+}
