@@ -82,6 +82,12 @@ fn setup() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Kafka tests run against a real broker (tansu); installing it takes a
+/// while, once per machine, so only the test run asks for it.
+fn setup_kafka() -> anyhow::Result<()> {
+    run(Command::new(root().join("scripts/kafka-broker")).arg("install"))
+}
+
 fn guests() -> anyhow::Result<()> {
     let root = root();
     let out = wafer_guests_build::components_dir(&root);
@@ -93,6 +99,7 @@ fn guests() -> anyhow::Result<()> {
 
 fn ci() -> anyhow::Result<()> {
     setup()?;
+    setup_kafka()?;
     let root = root();
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo()

@@ -17,7 +17,7 @@ use crate::SinkError;
 /// A handle to send complete JSON lines to one output file.
 #[derive(Clone)]
 pub struct OutputWriter {
-    tx: Sender<Vec<u8>>,
+    pub(crate) tx: Sender<Vec<u8>>,
 }
 
 impl OutputWriter {

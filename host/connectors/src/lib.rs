@@ -1,12 +1,16 @@
 //! wafer's connectors: where records come from and where results go.
 //!
-//! Files today: [`file_source`] reads raw records from files with a framing
-//! and resumable positions; [`file_sink`] writes JSON lines per output.
+//! [`file_source`] reads raw records from files with a framing and resumable
+//! positions; [`kafka_source`] reads raw message values of topics with
+//! positions per partition kept by the host; [`file_sink`] writes JSON lines
+//! per output and [`kafka_sink`] produces them to topics, keyed by entity.
 //! Connectors move bytes only; decoding happens in deserializer components
 //! after the shuffle.
 
 pub mod file_sink;
 pub mod file_source;
+pub mod kafka_sink;
+pub mod kafka_source;
 
 use std::path::PathBuf;
 
@@ -53,6 +57,14 @@ pub enum SinkError {
         path: PathBuf,
         /// cause
         source: std::io::Error,
+    },
+    /// Kafka refused or failed to take an output's records.
+    #[error("kafka sink of output `{output}`: {message}")]
+    Kafka {
+        /// the output
+        output: String,
+        /// what went wrong
+        message: String,
     },
     /// A writer thread panicked.
     #[error("the writer of output `{0}` panicked")]

@@ -47,6 +47,63 @@ impl BoundedOutOfOrderness {
     }
 }
 
+/// A worker's watermark over several *lanes*: the partitions of a source
+/// whose order is independent of each other (Kafka partitions; a file source
+/// is one lane). Each lane has its own [`BoundedOutOfOrderness`], so records
+/// are judged against their own partition's progress and a fast partition
+/// never makes a slow one's records late. The worker's watermark is the
+/// minimum over lanes, leaving out lanes silent for longer than the idle
+/// timeout; a lane never seen (an empty partition) holds nothing back.
+#[derive(Debug, Clone)]
+pub struct LaneWatermarks {
+    bound_ms: i64,
+    idle_ms: u64,
+    lanes: Vec<Option<(BoundedOutOfOrderness, u64)>>,
+}
+
+impl LaneWatermarks {
+    /// Lanes allowing records `bound_ms` behind their latest one, idle after
+    /// `idle_ms` of silence.
+    pub fn new(bound_ms: i64, idle_ms: u64) -> Self {
+        LaneWatermarks {
+            bound_ms,
+            idle_ms,
+            lanes: Vec::new(),
+        }
+    }
+
+    /// Lane `lane`'s watermark just before this record; then notes the
+    /// record's event time `t`, seen at wall-clock `now_ms`.
+    #[inline]
+    pub fn observe(&mut self, lane: u32, t: i64, now_ms: u64) -> i64 {
+        let i = lane as usize;
+        if self.lanes.len() <= i {
+            self.lanes.resize(i + 1, None);
+        }
+        let (w, seen) = self.lanes[i].get_or_insert((BoundedOutOfOrderness::new(self.bound_ms), now_ms));
+        let before = w.watermark();
+        w.observe(t);
+        *seen = now_ms;
+        before
+    }
+
+    /// The worker's watermark at wall-clock `now_ms`: the minimum over lanes
+    /// heard from within the idle timeout; with every lane idle, the
+    /// largest lane watermark (all of them are done for now).
+    pub fn watermark(&self, now_ms: u64) -> i64 {
+        let seen = self.lanes.iter().flatten();
+        let active = seen
+            .clone()
+            .filter(|(_, at)| now_ms.saturating_sub(*at) <= self.idle_ms)
+            .map(|(w, _)| w.watermark())
+            .min();
+        match active {
+            Some(wm) => wm,
+            None => seen.map(|(w, _)| w.watermark()).max().unwrap_or(MIN_WATERMARK),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Input {
     watermark: i64,
@@ -148,6 +205,26 @@ mod tests {
         assert_eq!(w.watermark(), 95_000);
         w.observe(101_000);
         assert_eq!(w.watermark(), 96_000);
+    }
+
+    #[test]
+    fn lanes_judge_records_by_their_own_partition() {
+        let mut w = LaneWatermarks::new(5_000, 1_000);
+        assert_eq!(w.watermark(0), MIN_WATERMARK);
+        assert_eq!(w.observe(0, 100_000, 0), MIN_WATERMARK);
+        // Lane 1 is far behind lane 0: its record is judged by lane 1 alone.
+        assert_eq!(w.observe(1, 10_000, 0), MIN_WATERMARK);
+        assert_eq!(w.observe(1, 11_000, 0), 5_000);
+        assert_eq!(w.watermark(0), 6_000, "the minimum over lanes");
+        // Lane 1 falls silent: after the idle timeout lane 0 alone counts.
+        w.observe(0, 101_000, 900);
+        assert_eq!(w.watermark(1_500), 96_000);
+        // Every lane idle: the largest.
+        assert_eq!(w.watermark(10_000), 96_000);
+        // An unseen lane (an empty partition) never holds anything back.
+        let mut v = LaneWatermarks::new(0, 1_000);
+        v.observe(3, 7, 0);
+        assert_eq!(v.watermark(0), 7);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!    runtime loads the components, still before any record is read.
 
 pub mod interpolate;
+mod kafka;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use wafer_core::filter::FilterSpec;
 use wafer_core::framing::Framing;
 use wafer_core::window::{AggFn, AggSpec, WindowKind};
 
+use kafka::{kafka_sink, kafka_source};
 use spec::{AggregateSpec, FilterEntry, FramingName, JobFile, Parallelism, WatermarkSpec};
 
 /// Why a job file was rejected.
@@ -189,6 +191,42 @@ pub enum SourceKind {
         /// largest record
         max_record: usize,
     },
+    /// Kafka topics.
+    Kafka(KafkaSource),
+}
+
+/// A Kafka source, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSource {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topics read.
+    pub topics: Vec<String>,
+    /// Consumer group (offsets are committed under it for monitoring).
+    pub group: String,
+    /// Stable id of the source's state.
+    pub id: String,
+    /// Where to start without a stored position.
+    pub start: KafkaStart,
+    /// Stop at the end offsets seen at start.
+    pub bounded: bool,
+    /// How long to retry unreachable brokers at start.
+    pub connect_timeout: Duration,
+    /// librdkafka properties passed through.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Where a Kafka source starts reading a partition it has no position for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaStart {
+    /// The group's committed offset (earliest if none).
+    Committed,
+    /// The first retained offset.
+    Earliest,
+    /// The end: only new messages.
+    Latest,
+    /// The first message at or after this time (epoch ms).
+    Timestamp(i64),
 }
 
 /// A source and the stages that run right after it.
@@ -212,14 +250,58 @@ pub struct Source {
     pub watermark: Watermark,
 }
 
-/// Where outputs are written.
+/// Where outputs are written: Kafka topics for the outputs the Kafka sink
+/// takes, `<dir>/<output>.jsonl` files for the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sink {
-    /// `<dir>/<output>.jsonl`.
-    Files {
-        /// absolute directory
-        dir: PathBuf,
-    },
+pub struct Sink {
+    /// Directory of the file sink.
+    pub files: Option<PathBuf>,
+    /// The Kafka sink.
+    pub kafka: Option<KafkaSink>,
+}
+
+impl Sink {
+    /// Whether output `name` goes to Kafka.
+    pub fn to_kafka(&self, name: &str) -> bool {
+        self.kafka
+            .as_ref()
+            .is_some_and(|k| k.outputs.as_ref().is_none_or(|o| o.contains(name)))
+    }
+}
+
+/// The Kafka sink, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSink {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Outputs it takes (`None`: all).
+    pub outputs: Option<BTreeSet<String>>,
+    /// Explicit topics by output.
+    pub topics: BTreeMap<String, String>,
+    /// Prefix of default topic names.
+    pub topic_prefix: String,
+    /// Row fields forming the message key.
+    pub key_by: Vec<String>,
+    /// librdkafka `compression.codec`.
+    pub compression: String,
+    /// Kafka transactions.
+    pub exactly_once: bool,
+    /// Prefix of transactional ids.
+    pub transactional_id: String,
+    /// How often an exactly-once sink commits.
+    pub commit_interval: Duration,
+    /// librdkafka properties passed through.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaSink {
+    /// The topic output `name` is written to.
+    pub fn topic(&self, name: &str) -> String {
+        match self.topics.get(name) {
+            Some(t) => t.clone(),
+            None => format!("{}{name}", self.topic_prefix),
+        }
+    }
 }
 
 impl Job {
@@ -337,8 +419,19 @@ impl Job {
         let mut sources = Vec::new();
         for (name, s) in std::mem::take(&mut spec.sources) {
             let at = format!("sources.{name}");
-            let kind = match &s.file {
-                Some(f) => {
+            // A source may name both a file and Kafka: it reads Kafka when
+            // brokers are given (`KAFKA_BROKERS` set), else the file. So one
+            // job file runs on files or on topics.
+            let use_kafka = match (&s.file, &s.kafka) {
+                (_, Some(k)) if !k.brokers.trim().is_empty() => true,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            let kind = match (&s.file, &s.kafka) {
+                (_, Some(k)) if use_kafka => {
+                    SourceKind::Kafka(kafka_source(&spec.name, &at, k).map_err(|(a, m)| invalid(&a, m))?)
+                }
+                (Some(f), _) => {
                     if f.path.trim().is_empty() {
                         return Err(invalid(&format!("{at}.file.path"), "empty path".into()));
                     }
@@ -347,7 +440,7 @@ impl Job {
                         max_record: f.max_record.unwrap_or(16 << 20),
                     }
                 }
-                None => return Err(invalid(&at, "a source needs a kind (`file`)".into())),
+                _ => return Err(invalid(&at, "a source needs a kind (`file` or `kafka`)".into())),
             };
             let format = spec.formats.get(&s.format).ok_or_else(|| {
                 let known: Vec<&str> = spec.formats.keys().map(String::as_str).collect();
@@ -424,10 +517,20 @@ impl Job {
             None
         };
 
-        let sink = match spec.sink.file {
-            Some(f) => Sink::Files { dir: resolve(&f.dir) },
-            None => return Err(invalid("sink", "a sink needs a kind (`file`)".into())),
+        // Like a source's, the Kafka sink is off while its brokers are empty.
+        let kafka_sink = match &spec.sink.kafka {
+            Some(k) if !k.brokers.trim().is_empty() => {
+                Some(kafka_sink(&spec.name, k, &spec.key_by).map_err(|(a, m)| invalid(&a, m))?)
+            }
+            _ => None,
         };
+        let sink = Sink {
+            files: spec.sink.file.as_ref().map(|f| resolve(&f.dir)),
+            kafka: kafka_sink,
+        };
+        if sink.files.is_none() && sink.kafka.is_none() {
+            return Err(invalid("sink", "a sink needs a kind (`file` or `kafka`)".into()));
+        }
 
         Ok(Job {
             name: spec.name,

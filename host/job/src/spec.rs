@@ -247,6 +247,9 @@ pub struct SourceSpec {
     /// Read files.
     #[serde(default)]
     pub file: Option<FileSourceSpec>,
+    /// Read Kafka topics.
+    #[serde(default)]
+    pub kafka: Option<KafkaSourceSpec>,
     /// The name of the format (in `formats`) of the records.
     pub format: String,
     /// Filters run in order right after deserialization; each is a one-key
@@ -274,6 +277,62 @@ pub struct FileSourceSpec {
     /// Largest record accepted; larger ones are dead-lettered.
     #[serde(default, deserialize_with = "opt_size")]
     pub max_record: Option<usize>,
+}
+
+/// A Kafka source: raw message values of one or more topics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap servers (`host:port,host:port`).
+    pub brokers: String,
+    /// Topics, as a list or a comma-separated string.
+    pub topics: StringList,
+    /// Consumer group (default: `wafer-<job name>`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Stable id of the source's state (default: derived from topics and group).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Where to start without a stored position: `committed` (default),
+    /// `earliest`, `latest`, or a timestamp (epoch ms or RFC 3339).
+    #[serde(default)]
+    pub start: Option<ScalarString>,
+    /// Stop at the end offsets seen at start.
+    #[serde(default)]
+    pub bounded: Option<ScalarString>,
+    /// How long to keep retrying unreachable brokers at start.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Any librdkafka consumer property, passed through.
+    #[serde(default)]
+    pub properties: BTreeMap<String, ScalarString>,
+}
+
+/// A list of strings written as a YAML list or as one comma-separated string
+/// (which is what an environment variable gives).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let items = match Raw::deserialize(d)? {
+            Raw::One(s) => s.split(',').map(str::to_string).collect(),
+            Raw::Many(v) => v,
+        };
+        Ok(StringList(
+            items
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ))
+    }
 }
 
 /// One filter step.
@@ -338,6 +397,45 @@ pub struct SinkSpec {
     /// JSON lines files, one per output, in a directory.
     #[serde(default)]
     pub file: Option<FileSinkSpec>,
+    /// Kafka topics, one per output.
+    #[serde(default)]
+    pub kafka: Option<KafkaSinkSpec>,
+}
+
+/// The Kafka sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSpec {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The outputs written to Kafka (default: all; the others go to `file`).
+    #[serde(default)]
+    pub outputs: Option<StringList>,
+    /// Topic of each output (default: `<topic_prefix><output>`).
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
+    /// Prefix of default topic names.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+    /// Fields of an output row that form the message key (default: the
+    /// job's `key_by`).
+    #[serde(default)]
+    pub key_by: Option<StringList>,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// `at-least-once` (default) or `exactly-once` (Kafka transactions).
+    #[serde(default)]
+    pub delivery: Option<String>,
+    /// Prefix of transactional ids (default: `wafer-<job name>`).
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// How often an exactly-once sink commits its transaction.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub commit_interval: Option<Duration>,
+    /// Any librdkafka producer property, passed through.
+    #[serde(default)]
+    pub properties: BTreeMap<String, ScalarString>,
 }
 
 /// The file sink.

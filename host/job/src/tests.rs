@@ -76,8 +76,9 @@ fn good_job_resolves_paths_defaults_and_filters() {
     );
     assert_eq!(
         job.sink,
-        Sink::Files {
-            dir: PathBuf::from("/jobs/demo/out")
+        Sink {
+            files: Some(PathBuf::from("/jobs/demo/out")),
+            kafka: None
         }
     );
     assert_eq!(
@@ -226,4 +227,83 @@ fn keyed_mistakes_are_named() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("unknown component `sessionz`"), "{err}");
+}
+
+#[test]
+fn kafka_source_and_sink() {
+    let text = r#"
+name: k
+components: { d: d.wasm }
+formats: { json: { framing: lines, deserializer: d } }
+sources:
+  events:
+    kafka:
+      brokers: "127.0.0.1:9092"
+      topics: "b, a"
+      start: earliest
+      bounded: "${BOUNDED:-true}"
+      properties: { fetch.min.bytes: 1 }
+    format: json
+key_by: [user_id]
+sink:
+  file: { dir: out }
+  kafka: { brokers: "127.0.0.1:9092", outputs: [events], compression: zstd, delivery: exactly-once }
+"#;
+    let job = Job::parse(Path::new("/j/job.yaml"), text, |_| None).unwrap();
+    let SourceKind::Kafka(k) = &job.sources[0].kind else {
+        panic!("not kafka: {:?}", job.sources[0].kind)
+    };
+    assert_eq!(k.topics, vec!["a", "b"]);
+    assert_eq!(k.group, "wafer-k");
+    assert_eq!(k.id, "kafka:a,b@wafer-k");
+    assert_eq!(k.start, KafkaStart::Earliest);
+    assert!(k.bounded);
+    assert_eq!(
+        k.properties,
+        vec![("fetch.min.bytes".to_string(), "1".to_string())]
+    );
+    let sink = job.sink.kafka.as_ref().unwrap();
+    assert!(sink.exactly_once);
+    assert_eq!(sink.key_by, vec!["user_id"]);
+    assert_eq!(sink.topic("events"), "events");
+    assert!(job.sink.to_kafka("events"));
+    assert!(!job.sink.to_kafka("dlq"));
+
+    for (from, bad, needle) in [
+        ("start: earliest", "start: soon", "sources.events.kafka.start"),
+        (
+            "bounded: \"${BOUNDED:-true}\"",
+            "bounded: maybe",
+            "sources.events.kafka.bounded",
+        ),
+        (
+            "properties: { fetch.min.bytes: 1 }",
+            "properties: { enable.auto.commit: true }",
+            "enable.auto.commit",
+        ),
+    ] {
+        let t = text.replace(from, bad);
+        let err = Job::parse(Path::new("/j/job.yaml"), &t, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+    // With a file too, a source reads Kafka only when brokers are given.
+    let both = text.replace(
+        "    kafka:\n      brokers: \"127.0.0.1:9092\"",
+        "    file: { path: in.jsonl }\n    kafka:\n      brokers: \"${KAFKA_BROKERS:-}\"",
+    );
+    let job = Job::parse(Path::new("/j/job.yaml"), &both, |_| None).unwrap();
+    assert!(matches!(job.sources[0].kind, SourceKind::File { .. }));
+    let job = Job::parse(Path::new("/j/job.yaml"), &both, |v| {
+        (v == "KAFKA_BROKERS").then(|| "h:1".into())
+    })
+    .unwrap();
+    assert!(matches!(job.sources[0].kind, SourceKind::Kafka(_)));
+
+    let t = text.replace("compression: zstd", "compression: brotli");
+    let err = Job::parse(Path::new("/j/job.yaml"), &t, |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sink.kafka.compression"), "{err}");
 }

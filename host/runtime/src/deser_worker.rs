@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 use wafer_core::dead_letter::{DeadLetter, Reason};
 use wafer_core::filter::Filter;
-use wafer_core::watermark::BoundedOutOfOrderness;
+use wafer_core::watermark::LaneWatermarks;
 use wafer_metrics::{ComponentMetrics, LocalHist, Metrics, StageMetrics};
 use wafer_row::{BatchBuf, Row, Schema};
 use wafer_wasm::{Decoded, DeserializeStage, FilterStage};
@@ -64,8 +64,8 @@ pub(crate) struct DeserWorker {
     pub(crate) dead_letters: DeadLetters,
     pub(crate) downstream: Downstream,
     pub(crate) metrics: Arc<Metrics>,
-    /// This worker's event-time watermark.
-    pub(crate) watermark: BoundedOutOfOrderness,
+    /// This worker's event-time watermark, per lane (partition).
+    pub(crate) watermark: LaneWatermarks,
 }
 
 impl DeserWorker {
@@ -98,6 +98,7 @@ impl DeserWorker {
             timing.calls.inc();
 
             let now = wafer_core::time::now_ms();
+            let now_ms = now.max(0) as u64;
             row_wms.clear();
             row_wms.resize(n, i64::MIN);
             let rows = decoded.rows.as_batch();
@@ -120,10 +121,11 @@ impl DeserWorker {
                     match row.int(et) {
                         Some(t) => {
                             age_hist.observe((now - t) as f64 / 1000.0);
-                            // The watermark a record is judged against is the
-                            // worker's watermark just before it.
-                            *row_wm = self.watermark.watermark();
-                            self.watermark.observe(t);
+                            // The watermark a record is judged against is its
+                            // lane's watermark just before it: its partition's
+                            // own progress, whatever other partitions did.
+                            let lane = batch.lanes.get(i).copied().unwrap_or(0);
+                            *row_wm = self.watermark.observe(lane, t, now_ms);
                         }
                         None => {
                             self.dead_letters.push(&DeadLetter {
@@ -199,7 +201,7 @@ impl DeserWorker {
             }
 
             stage.records_out.inc_by(survivors.len() as u64);
-            let wm = self.watermark.watermark();
+            let wm = self.watermark.watermark(now_ms);
             self.downstream.send(
                 &schema,
                 &rows,

@@ -21,6 +21,7 @@ mod deser_worker;
 mod downstream;
 mod keyed;
 mod plan;
+mod sinks;
 mod source;
 mod telemetry;
 
@@ -28,14 +29,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use wafer_connectors::file_source::FileReader;
-use wafer_connectors::{SinkError, SourceError};
+use wafer_connectors::SinkError;
 use wafer_job::Job;
 use wafer_metrics::Metrics;
 use wafer_wasm::LoadError;
 
 pub use deser_worker::Deserialize;
-pub use source::SourceStats;
+pub use source::{ReadError as SourceFailure, SourceStats};
 use wafer_wasm::ProcessorStage;
 pub use wafer_wasm::{
     CallError, Decoded, FailKind, Failure, KeyedBackend, OutputSpec, ProcInputs, ProcOutput, ProcessorSpec,
@@ -57,8 +57,8 @@ pub enum RuntimeError {
     Source {
         /// the source
         source_name: String,
-        /// cause
-        error: SourceError,
+        /// cause (boxed: Kafka's errors are large)
+        error: Box<SourceFailure>,
     },
     /// An output could not be written.
     #[error(transparent)]
@@ -88,7 +88,7 @@ pub struct Summary {
 
 pub(crate) struct PreparedSource {
     name: Arc<str>,
-    reader: FileReader,
+    reader: source::Reader,
     workers: Vec<DeserWorker>,
     dead_letters: DeadLetters,
 }
@@ -194,7 +194,7 @@ impl Prepared {
                     .map_err(spawn_err)?,
             );
         }
-        let mut source_threads: Vec<(String, JoinHandle<Result<SourceStats, SourceError>>)> = Vec::new();
+        let mut source_threads: Vec<(String, JoinHandle<Result<SourceStats, SourceFailure>>)> = Vec::new();
         let mut worker_threads: Vec<JoinHandle<()>> = Vec::new();
         for src in plan.sources {
             let mut senders = Vec::new();
@@ -212,9 +212,7 @@ impl Prepared {
             let batch_size = self.batch_size;
             let handle = std::thread::Builder::new()
                 .name(format!("source-{name}"))
-                .spawn(move || {
-                    source::run_file_source(name, src.reader, senders, batch_size, src.dead_letters)
-                })
+                .spawn(move || source::run_source(name, src.reader, senders, batch_size, src.dead_letters))
                 .map_err(spawn_err)?;
             source_threads.push((src.name.to_string(), handle));
         }
@@ -226,7 +224,7 @@ impl Prepared {
                 Ok(Err(error)) => {
                     first_error.get_or_insert(RuntimeError::Source {
                         source_name: name,
-                        error,
+                        error: Box::new(error),
                     });
                 }
                 Err(_) => {

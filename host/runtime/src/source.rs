@@ -5,22 +5,25 @@
 //! whatever the number of files or partitions feeding them, and sends a given
 //! payload to the same worker on every run.
 //!
-//! Records are read in *chunks* of `batch_size × workers` records; each chunk
-//! is split by hash into one batch per worker, every worker gets its batch of
-//! every chunk (possibly empty), and each record keeps its sequence number in
-//! the source. Downstream, the keyed stage puts a chunk's parts back in source
-//! order, so the records of a key reach their processor in the order they
-//! were read, whatever the parallelism and however the threads race.
+//! Records are read in *chunks* of up to `batch_size × workers` records;
+//! each chunk is split by hash into one batch per worker, every worker gets
+//! its batch of every chunk (possibly empty), and each record keeps its
+//! sequence number in the source. Downstream, the keyed stage puts a chunk's
+//! parts back in source order, so the records of a key reach their processor
+//! in the order they were read, whatever the parallelism and however the
+//! threads race.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use wafer_connectors::SourceError;
 use wafer_connectors::file_source::{FileEvent, FileReader};
+use wafer_connectors::kafka_source::{KafkaReader, KafkaSourceError};
 use wafer_core::dead_letter::{DeadLetter, Position, Reason};
 use wafer_core::hash::{hash, partition};
 
-use crate::batch::RawBatch;
+use crate::batch::{Origin, RawBatch};
 use crate::dead_letters::DeadLetters;
 
 /// What a source thread did.
@@ -34,37 +37,138 @@ pub struct SourceStats {
     pub bytes: u64,
 }
 
-/// Reads a file source to its end.
-pub(crate) fn run_file_source(
+/// A source's reader.
+pub(crate) enum Reader {
+    /// Files.
+    File(FileReader),
+    /// Kafka topics (boxed: the consumer is large).
+    Kafka(Box<KafkaReader>),
+}
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Files.
+    #[error(transparent)]
+    File(#[from] SourceError),
+    /// Kafka.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSourceError),
+}
+
+/// Cuts records into chunks, one batch per worker, and sends them.
+struct Chunker {
+    senders: Vec<Sender<RawBatch>>,
+    batch_size: usize,
+    batches: Vec<RawBatch>,
+    chunk: u64,
+    seq: u64,
+    stats: SourceStats,
+}
+
+impl Chunker {
+    fn new(senders: Vec<Sender<RawBatch>>, batch_size: usize) -> Self {
+        let mut c = Chunker {
+            senders,
+            batch_size,
+            batches: Vec::new(),
+            chunk: 0,
+            seq: 0,
+            stats: SourceStats::default(),
+        };
+        c.batches = c.fresh();
+        c
+    }
+
+    fn fresh(&self) -> Vec<RawBatch> {
+        (0..self.senders.len().max(1))
+            .map(|_| RawBatch {
+                chunk: self.chunk,
+                ..RawBatch::with_capacity(self.batch_size, self.batch_size * 192)
+            })
+            .collect()
+    }
+
+    /// Records per chunk.
+    fn capacity(&self) -> usize {
+        self.batch_size * self.senders.len().max(1)
+    }
+
+    #[inline]
+    fn push(&mut self, origin: &Arc<Origin>, lane: u32, offset: u64, payload: &[u8]) {
+        let n = self.batches.len();
+        let b = &mut self.batches[partition(hash(payload), n)];
+        b.push(origin, lane, offset, payload);
+        b.seqs.push(self.seq);
+        self.seq += 1;
+        self.stats.records += 1;
+        self.stats.bytes += payload.len() as u64;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.iter().all(RawBatch::is_empty)
+    }
+
+    /// Sends the chunk's parts. Returns `false` if a worker is gone (it
+    /// panicked; the job reports that).
+    fn send(&mut self) -> bool {
+        let next = {
+            self.chunk += 1;
+            self.fresh()
+        };
+        let parts = std::mem::replace(&mut self.batches, next);
+        for (w, b) in parts.into_iter().enumerate() {
+            if self.senders[w].send(b).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Reads a source to its end (forever, for an unbounded one).
+pub(crate) fn run_source(
+    name: Arc<str>,
+    reader: Reader,
+    senders: Vec<Sender<RawBatch>>,
+    batch_size: usize,
+    dead_letters: DeadLetters,
+) -> Result<SourceStats, ReadError> {
+    match reader {
+        Reader::File(r) => Ok(run_file_source(name, r, senders, batch_size, dead_letters)?),
+        Reader::Kafka(r) => Ok(run_kafka_source(*r, senders, batch_size)?),
+    }
+}
+
+fn run_file_source(
     name: Arc<str>,
     mut reader: FileReader,
     senders: Vec<Sender<RawBatch>>,
     batch_size: usize,
     mut dead_letters: DeadLetters,
 ) -> Result<SourceStats, SourceError> {
-    let n = senders.len().max(1);
-    let fresh = |chunk: u64| RawBatch {
-        chunk,
-        ..RawBatch::with_capacity(batch_size, batch_size * 192)
-    };
-    let mut chunk = 0u64;
-    let mut seq = 0u64;
-    let mut stats = SourceStats::default();
+    let mut chunker = Chunker::new(senders, batch_size);
     let framing: Arc<str> = Arc::from("framing");
+    // The origin of the file being read, made once per file.
+    let mut origin: Option<(Arc<str>, Arc<Origin>)> = None;
     loop {
-        let mut batches: Vec<RawBatch> = (0..n).map(|_| fresh(chunk)).collect();
-        let more = reader.read(batch_size * n, |ev| match ev {
+        let mut corrupt = 0;
+        let max = chunker.capacity();
+        let more = reader.read(max, |ev| match ev {
             FileEvent::Record {
                 file,
                 offset,
                 payload,
             } => {
-                let b = &mut batches[partition(hash(payload), n)];
-                b.push(file, offset, payload);
-                b.seqs.push(seq);
-                seq += 1;
-                stats.records += 1;
-                stats.bytes += payload.len() as u64;
+                let o = match &origin {
+                    Some((f, o)) if Arc::ptr_eq(f, file) => o.clone(),
+                    _ => {
+                        let o = Arc::new(Origin::File(file.clone()));
+                        origin = Some((file.clone(), o.clone()));
+                        o
+                    }
+                };
+                chunker.push(&o, 0, offset, payload);
             }
             FileEvent::Corrupt {
                 file,
@@ -72,7 +176,7 @@ pub(crate) fn run_file_source(
                 payload,
                 error,
             } => {
-                stats.corrupt += 1;
+                corrupt += 1;
                 dead_letters.push(&DeadLetter {
                     source: name.clone(),
                     position: Position::File {
@@ -86,19 +190,54 @@ pub(crate) fn run_file_source(
                 });
             }
         })?;
+        chunker.stats.corrupt += corrupt;
         dead_letters.flush();
-        let empty = batches.iter().all(RawBatch::is_empty);
-        if !empty || more {
-            for (w, b) in batches.into_iter().enumerate() {
-                if senders[w].send(b).is_err() {
-                    // A worker is gone (it panicked); the job reports that.
-                    return Ok(stats);
-                }
-            }
-            chunk += 1;
+        if (!chunker.is_empty() || more) && !chunker.send() {
+            return Ok(chunker.stats);
         }
         if !more {
-            return Ok(stats);
+            return Ok(chunker.stats);
+        }
+    }
+}
+
+/// How long a Kafka source waits for more messages before it sends a
+/// partial chunk: short, so that a trickle of messages is not held back.
+const KAFKA_LINGER: Duration = Duration::from_millis(100);
+
+/// How often a Kafka source commits its positions back to the group.
+const KAFKA_COMMIT_EVERY: Duration = Duration::from_secs(5);
+
+fn run_kafka_source(
+    mut reader: KafkaReader,
+    senders: Vec<Sender<RawBatch>>,
+    batch_size: usize,
+) -> Result<SourceStats, KafkaSourceError> {
+    let mut chunker = Chunker::new(senders, batch_size);
+    let mut origins: Vec<Arc<Origin>> = Vec::new();
+    tracing::info!(source = %reader.describe(), "reading");
+    loop {
+        let max = chunker.capacity();
+        let more = reader.read(max, KAFKA_LINGER, |r| {
+            let lane = r.lane as usize;
+            if origins.len() <= lane {
+                origins.resize_with(lane + 1, || Arc::new(Origin::File(Arc::from(""))));
+            }
+            if !matches!(&*origins[lane], Origin::Kafka { .. }) {
+                origins[lane] = Arc::new(Origin::Kafka {
+                    topic: r.partition.0.clone(),
+                    partition: r.partition.1,
+                });
+            }
+            chunker.push(&origins[lane], r.lane, r.offset.max(0) as u64, r.payload);
+        })?;
+        if !chunker.is_empty() && !chunker.send() {
+            return Ok(chunker.stats);
+        }
+        reader.commit(KAFKA_COMMIT_EVERY);
+        if !more {
+            reader.commit(Duration::ZERO);
+            return Ok(chunker.stats);
         }
     }
 }

@@ -1,0 +1,324 @@
+//! The Kafka sink: each output's JSON lines become messages of a topic,
+//! keyed by the entity so that all records of one key land in one partition.
+//!
+//! Workers hand over buffers of complete lines through the same
+//! [`OutputWriter`] the file sink uses; a thread per output produces them.
+//! The message key is read from the row's key fields (the job's `key_by` by
+//! default): one field gives its string value, several a JSON array, and a
+//! row without them (a dead letter) has no key. Partitioning uses murmur2,
+//! like the Java client, so Java consumers and Kafka Streams agree on where
+//! a key lives.
+//!
+//! Delivery: librdkafka retries transient failures; a message that still
+//! fails is never dropped silently: the sink counts it and the job ends with
+//! an error naming the output. `exactly-once` produces inside Kafka
+//! transactions committed every `commit_interval` and at the end (tied to
+//! checkpoints once the host has them), so read-committed consumers see
+//! each record once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+use crate::SinkError;
+use crate::file_sink::OutputWriter;
+
+/// How to write to Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaSinkSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Row fields forming the message key.
+    pub key_by: Vec<String>,
+    /// `compression.codec`.
+    pub compression: String,
+    /// Produce in transactions.
+    pub exactly_once: bool,
+    /// Prefix of transactional ids (one per output).
+    pub transactional_id: String,
+    /// How often a transaction is committed.
+    pub commit_interval: Duration,
+    /// How long to wait for outstanding deliveries at the end.
+    pub flush_timeout: Duration,
+    /// librdkafka properties, passed through.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Delivery failures, recorded by librdkafka's callback.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+struct Ctx(Arc<Deliveries>);
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.0.first.lock().unwrap_or_else(PoisonError::into_inner);
+            if first.is_none() {
+                *first = Some(e.to_string());
+            }
+        }
+    }
+}
+
+type Thread = JoinHandle<Result<u64, SinkError>>;
+
+/// Producer threads for the outputs written to Kafka.
+pub struct KafkaSink {
+    writers: Vec<(String, OutputWriter, Thread)>,
+}
+
+impl KafkaSink {
+    /// Creates a producer per `(output, topic)` (starting its transactions
+    /// when exactly-once) and its thread.
+    pub fn create<'a>(
+        settings: &KafkaSinkSettings,
+        outputs: impl IntoIterator<Item = (&'a str, String)>,
+        capacity: usize,
+    ) -> Result<Self, SinkError> {
+        let mut writers = Vec::new();
+        for (name, topic) in outputs {
+            let err = |message: String| SinkError::Kafka {
+                output: name.to_string(),
+                message,
+            };
+            let mut cfg = ClientConfig::new();
+            cfg.set("bootstrap.servers", &settings.brokers)
+                .set("compression.codec", &settings.compression)
+                .set("partitioner", "murmur2_random")
+                .set("linger.ms", "20")
+                .set("queue.buffering.max.messages", "500000");
+            if settings.exactly_once {
+                cfg.set(
+                    "transactional.id",
+                    format!("{}-{name}", settings.transactional_id),
+                );
+            }
+            for (k, v) in &settings.properties {
+                cfg.set(k, v);
+            }
+            let deliveries = Arc::new(Deliveries::default());
+            let producer: BaseProducer<Ctx> = cfg
+                .create_with_context(Ctx(deliveries.clone()))
+                .map_err(|e| err(e.to_string()))?;
+            if settings.exactly_once {
+                producer
+                    .init_transactions(Duration::from_secs(30))
+                    .map_err(|e| err(format!("cannot start transactions: {e}")))?;
+                producer
+                    .begin_transaction()
+                    .map_err(|e| err(format!("cannot begin a transaction: {e}")))?;
+            }
+            let (tx, rx) = bounded::<Vec<u8>>(capacity.max(1));
+            let output = OutputThread {
+                name: name.to_string(),
+                topic,
+                producer,
+                deliveries,
+                key_by: settings.key_by.clone(),
+                exactly_once: settings.exactly_once,
+                commit_interval: settings.commit_interval,
+                flush_timeout: settings.flush_timeout,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("kafka-{name}"))
+                .spawn(move || output.run(rx))
+                .map_err(|e| err(e.to_string()))?;
+            writers.push((name.to_string(), OutputWriter { tx }, handle));
+        }
+        Ok(KafkaSink { writers })
+    }
+
+    /// The writer of output `name`.
+    pub fn writer(&self, name: &str) -> Option<OutputWriter> {
+        self.writers
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, w, _)| w.clone())
+    }
+
+    /// Waits for every output to drain, be delivered and (exactly-once)
+    /// committed; call after dropping all writer clones. Returns messages
+    /// written per output.
+    pub fn finish(self) -> Result<Vec<(String, u64)>, SinkError> {
+        let mut handles = Vec::new();
+        for (name, w, h) in self.writers {
+            drop(w);
+            handles.push((name, h));
+        }
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for (name, h) in handles {
+            match h.join() {
+                Ok(Ok(n)) => out.push((name, n)),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(SinkError::Panicked(name));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+struct OutputThread {
+    name: String,
+    topic: String,
+    producer: BaseProducer<Ctx>,
+    deliveries: Arc<Deliveries>,
+    key_by: Vec<String>,
+    exactly_once: bool,
+    commit_interval: Duration,
+    flush_timeout: Duration,
+}
+
+impl OutputThread {
+    fn err(&self, message: String) -> SinkError {
+        SinkError::Kafka {
+            output: self.name.clone(),
+            message,
+        }
+    }
+
+    fn run(self, rx: crossbeam_channel::Receiver<Vec<u8>>) -> Result<u64, SinkError> {
+        let mut sent = 0u64;
+        let mut last_commit = Instant::now();
+        for buf in rx {
+            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let key = message_key(line, &self.key_by);
+                self.send(line, key.as_deref())?;
+                sent += 1;
+            }
+            self.producer.poll(Duration::ZERO);
+            self.check()?;
+            if self.exactly_once && last_commit.elapsed() >= self.commit_interval {
+                self.commit(true)?;
+                last_commit = Instant::now();
+            }
+        }
+        if self.exactly_once {
+            self.commit(false)?;
+        } else {
+            self.producer
+                .flush(self.flush_timeout)
+                .map_err(|e| self.err(format!("flushing: {e}")))?;
+        }
+        self.check()?;
+        Ok(sent)
+    }
+
+    /// Produces one message, waiting while librdkafka's queue is full.
+    fn send(&self, line: &[u8], key: Option<&[u8]>) -> Result<(), SinkError> {
+        let mut record = BaseRecord::to(&self.topic).payload(line);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(self.err(format!("producing to {}: {e}", self.topic))),
+            }
+        }
+    }
+
+    /// Commits the open transaction (flushing it first) and, if `more`,
+    /// begins the next one.
+    fn commit(&self, more: bool) -> Result<(), SinkError> {
+        self.producer
+            .commit_transaction(self.flush_timeout)
+            .map_err(|e| self.err(format!("committing a transaction: {e}")))?;
+        if more {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.err(format!("beginning a transaction: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Fails once a message could not be delivered after librdkafka's
+    /// retries.
+    fn check(&self) -> Result<(), SinkError> {
+        let failed = self.deliveries.failed.load(Ordering::Relaxed);
+        if failed == 0 {
+            return Ok(());
+        }
+        let first = self
+            .deliveries
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default();
+        Err(self.err(format!(
+            "{failed} message(s) to {} could not be delivered: {first}",
+            self.topic
+        )))
+    }
+}
+
+/// The message key of a JSON row: the string value of a single key field,
+/// a JSON array of several, `None` if the row lacks them.
+pub fn message_key(line: &[u8], key_by: &[String]) -> Option<Vec<u8>> {
+    if key_by.is_empty() {
+        return None;
+    }
+    let row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
+    let mut values = Vec::with_capacity(key_by.len());
+    for f in key_by {
+        values.push(row.get(f)?);
+    }
+    match values.as_slice() {
+        [serde_json::Value::String(s)] => Some(s.as_bytes().to_vec()),
+        [v] => Some(v.to_string().into_bytes()),
+        vs => serde_json::to_vec(vs).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_the_key_fields() {
+        let k = |line: &str, fields: &[&str]| {
+            let fields: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+            message_key(line.as_bytes(), &fields).map(|v| String::from_utf8(v).unwrap())
+        };
+        assert_eq!(
+            k(r#"{"user_id":"ü1","n":2}"#, &["user_id"]).as_deref(),
+            Some("ü1")
+        );
+        assert_eq!(k(r#"{"user_id":7}"#, &["user_id"]).as_deref(), Some("7"));
+        assert_eq!(
+            k(r#"{"user_id":"u","item_id":"i"}"#, &["user_id", "item_id"]).as_deref(),
+            Some(r#"["u","i"]"#)
+        );
+        assert_eq!(k(r#"{"source":"events","payload":"x"}"#, &["user_id"]), None);
+        assert_eq!(k("not json", &["user_id"]), None);
+        assert_eq!(k(r#"{"user_id":"u"}"#, &[]), None);
+    }
+}

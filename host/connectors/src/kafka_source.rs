@@ -1,0 +1,529 @@
+//! The Kafka source: raw message values out of topics, with positions kept
+//! by the host.
+//!
+//! The reader never lets Kafka decide where it is: it tracks the next offset
+//! of every partition itself ([`KafkaReader::positions`]), so positions can
+//! be checkpointed with the rest of the job, and it commits them back to the
+//! group only so that monitoring tools see the lag (auto-commit is off).
+//!
+//! Two modes:
+//! - **unbounded**: the group's protocol assigns partitions (so several hosts
+//!   can share a topic, and partitions added while running are picked up);
+//!   on every assignment the reader seeks each partition to the position it
+//!   holds, or else to the configured start;
+//! - **bounded**: the reader assigns every partition of the topics itself and
+//!   stops at the end offsets seen at start (tests, backfills, the reference
+//!   jobs). A partition is finished when it reaches that offset or Kafka
+//!   reports its end, so an empty partition finishes at once.
+//!
+//! Each partition is a *lane*: the unit of order downstream watermarks are
+//! kept per.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+/// A partition: topic and number.
+pub type Partition = (Arc<str>, i32);
+
+/// Where a reader starts a partition it holds no position for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The group's committed offset, else the earliest.
+    Committed,
+    /// The first retained message.
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+    /// The first message at or after this time (epoch ms).
+    Timestamp(i64),
+}
+
+/// How to reach and read the topics.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topics.
+    pub topics: Vec<String>,
+    /// Consumer group.
+    pub group: String,
+    /// Start of partitions without a position.
+    pub start: Start,
+    /// Stop at the end offsets seen at start.
+    pub bounded: bool,
+    /// How long to retry unreachable brokers at start.
+    pub connect_timeout: Duration,
+    /// librdkafka properties, passed through.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Why Kafka could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// A bad property or client setup.
+    #[error("kafka consumer for {topics}: {source}")]
+    Client {
+        /// topics
+        topics: String,
+        /// librdkafka's error
+        source: KafkaError,
+    },
+    /// Brokers did not answer within the connect timeout.
+    #[error("cannot reach kafka brokers {brokers} within {waited:?} (retried {attempts} times): {last}")]
+    Unreachable {
+        /// bootstrap servers
+        brokers: String,
+        /// how long it tried
+        waited: Duration,
+        /// attempts
+        attempts: u32,
+        /// the last error
+        last: String,
+    },
+    /// A topic does not exist.
+    #[error("kafka topic `{0}` does not exist")]
+    NoTopic(String),
+    /// A fatal consumer error while running.
+    #[error("kafka consumer failed: {0}")]
+    Fatal(KafkaError),
+}
+
+/// A message as the reader hands it over.
+#[derive(Debug)]
+pub struct KafkaRecord<'a> {
+    /// Its partition.
+    pub partition: &'a Partition,
+    /// The partition's lane number (stable for the reader's life).
+    pub lane: u32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its value (empty for a tombstone).
+    pub payload: &'a [u8],
+}
+
+/// Positions shared with the rebalance callback, which runs inside `poll`.
+#[derive(Default)]
+struct Shared {
+    /// Next offset to read per partition.
+    positions: HashMap<(String, i32), i64>,
+}
+
+/// The consumer context: seeks newly assigned partitions to the host's
+/// positions (or the start) instead of the group's committed offsets.
+struct Ctx {
+    shared: Arc<Mutex<Shared>>,
+    start: Start,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut assignment = TopicPartitionList::new();
+                for e in tpl.elements() {
+                    let key = (e.topic().to_string(), e.partition());
+                    let offset = match shared.positions.get(&key) {
+                        Some(&o) => Offset::Offset(o),
+                        None => start_offset(consumer, self.start, e.topic(), e.partition()),
+                    };
+                    // The offset is valid here: add_partition_offset only
+                    // fails for a partition already in the list.
+                    let _ = assignment.add_partition_offset(e.topic(), e.partition(), offset);
+                }
+                tracing::info!(partitions = assignment.count(), "kafka partitions assigned");
+                if let Err(e) = consumer.assign(&assignment) {
+                    tracing::error!(error = %e, "kafka assignment failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "kafka partitions revoked");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "kafka unassignment failed");
+                }
+            }
+            other => tracing::error!(error = ?other, "kafka rebalance error"),
+        }
+    }
+}
+
+/// The offset a partition without a position starts at.
+fn start_offset<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    start: Start,
+    topic: &str,
+    partition: i32,
+) -> Offset {
+    match start {
+        // Invalid = librdkafka's "use the committed offset, else
+        // auto.offset.reset" (set to earliest).
+        Start::Committed => Offset::Invalid,
+        Start::Earliest => Offset::Beginning,
+        Start::Latest => Offset::End,
+        Start::Timestamp(ms) => {
+            let mut q = TopicPartitionList::new();
+            let _ = q.add_partition_offset(topic, partition, Offset::Offset(ms));
+            match consumer.offsets_for_times(q, Duration::from_secs(10)) {
+                Ok(r) => match r.find_partition(topic, partition).map(|e| e.offset()) {
+                    // No message at or after the time: start at the end.
+                    Some(Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
+                    _ => Offset::End,
+                },
+                Err(e) => {
+                    tracing::warn!(topic, partition, error = %e, "offsets_for_times failed; starting at the end");
+                    Offset::End
+                }
+            }
+        }
+    }
+}
+
+/// Reads raw messages of some topics.
+pub struct KafkaReader {
+    consumer: BaseConsumer<Ctx>,
+    settings: KafkaSettings,
+    shared: Arc<Mutex<Shared>>,
+    /// Interned partitions and their lanes.
+    lanes: HashMap<(String, i32), (Partition, u32)>,
+    /// Bounded mode: end offset per partition still being read.
+    ends: Option<HashMap<(String, i32), i64>>,
+    last_commit: Instant,
+}
+
+impl KafkaReader {
+    /// Connects (retrying until the connect timeout), checks that the
+    /// topics exist, and assigns or subscribes. `positions` are where a
+    /// restored job left off: next offset per (topic, partition).
+    pub fn open(
+        settings: KafkaSettings,
+        positions: Vec<((String, i32), i64)>,
+    ) -> Result<Self, KafkaSourceError> {
+        let topics_label = settings.topics.join(",");
+        let client = |source| KafkaSourceError::Client {
+            topics: topics_label.clone(),
+            source,
+        };
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "enable.partition.eof",
+                if settings.bounded { "true" } else { "false" },
+            )
+            // Fetch big batches: deserialization happens downstream in parallel.
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.min.messages", "200000");
+        for (k, v) in &settings.properties {
+            cfg.set(k, v);
+        }
+        let shared = Arc::new(Mutex::new(Shared {
+            positions: positions.into_iter().collect(),
+        }));
+        let consumer: BaseConsumer<Ctx> = cfg
+            .create_with_context(Ctx {
+                shared: shared.clone(),
+                start: settings.start,
+            })
+            .map_err(client)?;
+
+        // Brokers down at start: retry with a growing pause, then give up
+        // with a message naming them.
+        let began = Instant::now();
+        let mut attempts = 0u32;
+        let mut pause = Duration::from_millis(200);
+        let metadata = loop {
+            attempts += 1;
+            match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+                Ok(m) if !m.brokers().is_empty() => break m,
+                Ok(_) => {}
+                Err(e) => {
+                    if began.elapsed() >= settings.connect_timeout {
+                        return Err(KafkaSourceError::Unreachable {
+                            brokers: settings.brokers.clone(),
+                            waited: began.elapsed(),
+                            attempts,
+                            last: e.to_string(),
+                        });
+                    }
+                    tracing::warn!(brokers = %settings.brokers, attempt = attempts, error = %e, "kafka brokers unreachable; retrying");
+                }
+            }
+            if began.elapsed() >= settings.connect_timeout {
+                return Err(KafkaSourceError::Unreachable {
+                    brokers: settings.brokers.clone(),
+                    waited: began.elapsed(),
+                    attempts,
+                    last: "no brokers in metadata".into(),
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        };
+        let mut partitions = Vec::new();
+        for t in &settings.topics {
+            let Some(mt) = metadata.topics().iter().find(|mt| mt.name() == t) else {
+                return Err(KafkaSourceError::NoTopic(t.clone()));
+            };
+            if mt.error().is_some() || mt.partitions().is_empty() {
+                return Err(KafkaSourceError::NoTopic(t.clone()));
+            }
+            for p in mt.partitions() {
+                partitions.push((t.clone(), p.id()));
+            }
+        }
+        partitions.sort();
+
+        let mut reader = KafkaReader {
+            consumer,
+            settings,
+            shared,
+            lanes: HashMap::new(),
+            ends: None,
+            last_commit: Instant::now(),
+        };
+        if reader.settings.bounded {
+            reader.assign_bounded(&partitions).map_err(client)?;
+        } else {
+            let topics: Vec<&str> = reader.settings.topics.iter().map(String::as_str).collect();
+            reader.consumer.subscribe(&topics).map_err(client)?;
+        }
+        Ok(reader)
+    }
+
+    /// Bounded mode: every partition, from its position (or start) to the
+    /// end offset it has now.
+    fn assign_bounded(&mut self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
+        let timeout = Duration::from_secs(10);
+        let mut committed = HashMap::new();
+        if self.settings.start == Start::Committed {
+            let mut q = TopicPartitionList::new();
+            for (t, p) in partitions {
+                q.add_partition(t, *p);
+            }
+            for e in self.consumer.committed_offsets(q, timeout)?.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    committed.insert((e.topic().to_string(), e.partition()), o);
+                }
+            }
+        }
+        let positions = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .positions
+            .clone();
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for (t, p) in partitions {
+            let (low, high) = self.consumer.fetch_watermarks(t, *p, timeout)?;
+            let from = match positions.get(&(t.clone(), *p)) {
+                Some(&o) => o,
+                None => match self.settings.start {
+                    Start::Committed => committed.get(&(t.clone(), *p)).copied().unwrap_or(low),
+                    Start::Earliest => low,
+                    Start::Latest => high,
+                    Start::Timestamp(_) => match start_offset(&self.consumer, self.settings.start, t, *p) {
+                        Offset::Offset(o) => o,
+                        _ => high,
+                    },
+                },
+            }
+            .max(low);
+            tracing::info!(topic = %t, partition = p, from, end = high, "kafka partition (bounded)");
+            if from < high {
+                ends.insert((t.clone(), *p), high);
+                tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
+            }
+        }
+        self.consumer.assign(&tpl)?;
+        self.ends = Some(ends);
+        Ok(())
+    }
+
+    /// Reads up to `max` messages, waiting at most `linger` for the first
+    /// and handing each to `f`. Returns `false` once a bounded reader has
+    /// read everything (an unbounded one always returns `true`).
+    pub fn read(
+        &mut self,
+        max: usize,
+        linger: Duration,
+        mut f: impl FnMut(KafkaRecord<'_>),
+    ) -> Result<bool, KafkaSourceError> {
+        let deadline = Instant::now() + linger;
+        let mut n = 0;
+        while n < max {
+            if self.ends.as_ref().is_some_and(HashMap::is_empty) {
+                return Ok(false);
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let Some(polled) = self.consumer.poll(if n == 0 { wait } else { Duration::ZERO }) else {
+                if n > 0 || Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            };
+            match polled {
+                Ok(m) => {
+                    let key = (m.topic().to_string(), m.partition());
+                    let offset = m.offset();
+                    if let Some(ends) = &mut self.ends {
+                        match ends.get(&key) {
+                            Some(&end) if offset < end => {
+                                if offset + 1 >= end {
+                                    ends.remove(&key);
+                                    pause(&self.consumer, &key);
+                                }
+                            }
+                            // Produced after start, or of a finished partition.
+                            _ => continue,
+                        }
+                    }
+                    let lanes_len = self.lanes.len() as u32;
+                    let (partition, lane) = self
+                        .lanes
+                        .entry(key.clone())
+                        .or_insert_with(|| ((Arc::from(key.0.as_str()), key.1), lanes_len));
+                    f(KafkaRecord {
+                        partition,
+                        lane: *lane,
+                        offset,
+                        payload: m.payload().unwrap_or_default(),
+                    });
+                    self.shared
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .positions
+                        .insert(key, offset + 1);
+                    n += 1;
+                }
+                Err(KafkaError::PartitionEOF(_)) => {
+                    // The end as of now. librdkafka's fetch position skips
+                    // control records (transaction markers), so it tells
+                    // whether a partition reached its end offset even when
+                    // its last offsets carry no message.
+                    self.finish_reached();
+                }
+                Err(e) if is_fatal(&e) => return Err(KafkaSourceError::Fatal(e)),
+                Err(e) => {
+                    // Broker down, leader moved, ...: librdkafka reconnects
+                    // and resumes fetching from where it was.
+                    tracing::warn!(error = %e, "kafka consumer error; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Ok(!self.ends.as_ref().is_some_and(HashMap::is_empty))
+    }
+
+    /// Finishes the bounded partitions whose fetch position reached their
+    /// end offset.
+    fn finish_reached(&mut self) {
+        let Ok(at) = self.consumer.position() else {
+            return;
+        };
+        let Some(ends) = &mut self.ends else {
+            return;
+        };
+        let mut done = Vec::new();
+        for e in at.elements() {
+            let key = (e.topic().to_string(), e.partition());
+            if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&key))
+                && o >= end
+            {
+                done.push(key);
+            }
+        }
+        for key in done {
+            ends.remove(&key);
+            pause(&self.consumer, &key);
+        }
+    }
+
+    /// Next offset to read per partition, in partition order.
+    pub fn positions(&self) -> Vec<((String, i32), i64)> {
+        let mut v: Vec<_> = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .positions
+            .iter()
+            .map(|(k, o)| (k.clone(), *o))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Commits the positions to the group, for monitoring tools, at most
+    /// every `every` (always when `every` is zero).
+    pub fn commit(&mut self, every: Duration) {
+        if self.last_commit.elapsed() < every {
+            return;
+        }
+        self.last_commit = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in self.positions() {
+            let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let mode = if every.is_zero() {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            tracing::warn!(error = %e, "committing kafka offsets failed");
+        }
+    }
+
+    /// The topics, group and mode, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "kafka {} (group {}, {})",
+            self.settings.topics.join(","),
+            self.settings.group,
+            if self.settings.bounded {
+                "bounded"
+            } else {
+                "unbounded"
+            }
+        )
+    }
+}
+
+/// Stops fetching a finished partition.
+fn pause(consumer: &BaseConsumer<Ctx>, key: &(String, i32)) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&key.0, key.1);
+    if let Err(e) = consumer.pause(&tpl) {
+        tracing::debug!(error = %e, "pausing a finished partition");
+    }
+}
+
+/// Errors that mean the consumer cannot go on.
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::InvalidConfig
+        )
+    )
+}

@@ -1,0 +1,568 @@
+//! The Kafka source and sink, end to end through the real `wafer` binary and
+//! a real Kafka-protocol broker (tansu, started by `scripts/kafka-broker`),
+//! plus librdkafka's mock cluster for transactions, which tansu does not
+//! implement yet.
+//!
+//! The reference inputs are produced into topics with fewer partitions than
+//! deserialization workers, each key in one partition; the jobs run in
+//! bounded mode and their outputs are checked against the same independent
+//! oracles as the file runs, and against a file run of the same data.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Scratch, assert_upserts, repo, run_oracle, sorted};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// A tansu broker on a free loopback port, stopped on drop.
+struct Broker {
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(repo().join("scripts/kafka-broker"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("run scripts/kafka-broker");
+        assert!(
+            out.status.success(),
+            "broker did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let addr = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        Broker { dir, addr }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/kafka-broker"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt
+        .block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// Which partition a test puts a key in (any stable function will do: the
+/// point is that all messages of a key share one partition, in order).
+fn partition_of(key: &[u8], partitions: i32) -> i32 {
+    let h = key
+        .iter()
+        .fold(2166136261u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(16777619));
+    (h % partitions as u32) as i32
+}
+
+/// Produces each line of `input` to `topic`, in file order, into the
+/// partition of its key fields (the first partition for lines without
+/// them), one in flight at a time so offsets follow the order. Returns
+/// `(partition, offset, line)` of every message.
+fn produce_lines(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    input: &Path,
+    key: &[&str],
+) -> Vec<(i32, i64, Vec<u8>)> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("linger.ms", "5")
+        .set("compression.codec", "lz4")
+        .create()
+        .expect("producer");
+    let text = std::fs::read(input).expect("read input");
+    let mut next = vec![0i64; partitions as usize];
+    let mut sent = Vec::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let k: Option<Vec<u8>> = serde_json::from_slice::<Value>(line).ok().and_then(|v| {
+            let parts: Option<Vec<String>> = key
+                .iter()
+                .map(|f| v.get(*f).and_then(Value::as_str).map(str::to_string))
+                .collect();
+            parts.map(|p| p.join("\u{1f}").into_bytes())
+        });
+        let p = k.as_deref().map_or(0, |k| partition_of(k, partitions));
+        loop {
+            let mut rec = BaseRecord::<Vec<u8>, [u8]>::to(topic).payload(line).partition(p);
+            if let Some(k) = &k {
+                rec = rec.key(k);
+            }
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(format!("{e}").contains("Queue full"), "produce: {e}");
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        sent.push((p, next[p as usize], line.to_vec()));
+        next[p as usize] += 1;
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    sent
+}
+
+/// Reads a whole topic (read-committed): `(partition, key, value)`.
+fn consume_all(brokers: &str, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "wafer-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            if high > 0 {
+                ends.insert(p.id(), high);
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .expect("tpl");
+            }
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut done = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < ends.len() && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            // Transaction markers take offsets but are no messages.
+            for e in consumer.position().expect("position").elements() {
+                if let Offset::Offset(o) = e.offset()
+                    && ends.get(&e.partition()).is_some_and(|&end| o >= end)
+                {
+                    done.insert(e.partition());
+                }
+            }
+            continue;
+        };
+        let m = m.expect("consume");
+        if m.offset() + 1 >= ends[&m.partition()] {
+            done.insert(m.partition());
+        }
+        let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json value");
+        out.push((m.partition(), m.key().map(<[u8]>::to_vec), v));
+    }
+    assert_eq!(done.len(), ends.len(), "topic {topic} not read to its end");
+    out
+}
+
+/// Asserts that every key of `rows` lives in one partition.
+fn assert_one_partition_per_key(rows: &[(i32, Option<Vec<u8>>, Value)], what: &str) {
+    let mut seen: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+    for (p, k, v) in rows {
+        let k = k
+            .clone()
+            .unwrap_or_else(|| panic!("{what}: message without a key: {v}"));
+        let first = *seen.entry(k.clone()).or_insert(*p);
+        assert_eq!(
+            first,
+            *p,
+            "{what}: key {:?} in partitions {first} and {p}",
+            String::from_utf8_lossy(&k)
+        );
+    }
+}
+
+fn generate_events(s: &Scratch) -> PathBuf {
+    s.generate_interactions(
+        "events",
+        &[
+            "--events",
+            "30000",
+            "--users",
+            "1500",
+            "--skew",
+            "1.1",
+            "--corrupt",
+            "0.01",
+            "--late",
+            "0.01",
+            "--very-late",
+            "0.002",
+            "--seed",
+            "23",
+        ],
+    )
+    .with_extension("jsonl")
+}
+
+#[test]
+fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
+    let broker = Broker::start();
+    let s = Scratch::new();
+    let input = generate_events(&s);
+    // Two partitions, three deserialization workers.
+    create_topics(
+        &broker.addr,
+        &[("events", 2), ("uf.purchases_5m", 3), ("uf.sessions", 3)],
+    );
+    let sent = produce_lines(&broker.addr, "events", 2, &input, &["user_id"]);
+
+    let out = s.path("kafka");
+    let job = repo().join("examples/user-features/job.yaml");
+    s.run_ok(
+        &job,
+        &[
+            ("KAFKA_BROKERS", broker.addr.as_str()),
+            ("KAFKA_TOPIC", "events"),
+            ("KAFKA_GROUP", "uf-test"),
+            ("KAFKA_BOUNDED", "true"),
+            ("KAFKA_SINK_BROKERS", broker.addr.as_str()),
+            ("KAFKA_OUTPUT_PREFIX", "uf."),
+            ("PARALLELISM", "3"),
+            ("OUTPUT_DIR", out.to_str().unwrap()),
+        ],
+    );
+    let file_out = s.path("file");
+    s.run_ok(
+        &job,
+        &[
+            ("INPUT", input.to_str().unwrap()),
+            ("PARALLELISM", "3"),
+            ("OUTPUT_DIR", file_out.to_str().unwrap()),
+        ],
+    );
+
+    let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
+    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    assert!(want("purchases_5m").len() > 200 && want("sessions").len() > 500 && want("late").len() > 20);
+
+    // Features came out of Kafka: every key in one partition, each record
+    // once, final upserts as the oracle says and as the file run wrote.
+    let purchases = consume_all(&broker.addr, "uf.purchases_5m");
+    let sessions = consume_all(&broker.addr, "uf.sessions");
+    assert_one_partition_per_key(&purchases, "purchases_5m");
+    assert_one_partition_per_key(&sessions, "sessions");
+    let rows = |v: &[(i32, Option<Vec<u8>>, Value)]| v.iter().map(|(_, _, r)| r.clone()).collect::<Vec<_>>();
+    let (purchases, sessions) = (rows(&purchases), rows(&sessions));
+    for (what, got) in [("purchases_5m", &purchases), ("sessions", &sessions)] {
+        let distinct: BTreeSet<String> = got.iter().map(Value::to_string).collect();
+        assert_eq!(distinct.len(), got.len(), "{what}: a record was written twice");
+    }
+    assert_upserts(
+        &purchases,
+        &want("purchases_5m"),
+        &["user_id", "window_start_ms"],
+        "purchases_5m",
+    );
+    assert_upserts(
+        &sessions,
+        &want("sessions"),
+        &["user_id", "session_start_ms"],
+        "sessions",
+    );
+    assert_upserts(
+        &purchases,
+        &s.output("file", "purchases_5m"),
+        &["user_id", "window_start_ms"],
+        "purchases_5m against the file run",
+    );
+    assert_upserts(
+        &sessions,
+        &s.output("file", "sessions"),
+        &["user_id", "session_start_ms"],
+        "sessions against the file run",
+    );
+    assert_eq!(
+        sorted(&s.output("kafka", "late")),
+        sorted(&want("late")),
+        "late records"
+    );
+    assert_eq!(
+        sorted(&s.output("kafka", "late")),
+        sorted(&s.output("file", "late"))
+    );
+
+    // Dead letters name topic, partition and offset of their message.
+    let dlq = s.output("kafka", "dlq");
+    assert_eq!(Some(dlq.len() as u64), expected["dlq"].as_u64(), "dead letters");
+    let by_position: BTreeMap<(i64, i64), &Vec<u8>> =
+        sent.iter().map(|(p, o, l)| ((*p as i64, *o), l)).collect();
+    for d in &dlq {
+        assert_eq!(d["topic"], "events", "{d}");
+        let at = (d["partition"].as_i64().unwrap(), d["offset"].as_i64().unwrap());
+        let line = by_position
+            .get(&at)
+            .unwrap_or_else(|| panic!("no message at {at:?}: {d}"));
+        assert_eq!(
+            d["payload"].as_str().map(str::as_bytes),
+            Some(line.as_slice()),
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn training_samples_from_kafka_match_the_oracle() {
+    let broker = Broker::start();
+    let s = Scratch::new();
+    let base = s.generate(
+        "training",
+        "t",
+        &[
+            "--views",
+            "8000",
+            "--users",
+            "300",
+            "--items",
+            "40",
+            "--engaged",
+            "0.5",
+            "--decoys",
+            "0.3",
+            "--late",
+            "0.01",
+            "--corrupt",
+            "0.01",
+            "--seed",
+            "5",
+        ],
+    );
+    let views = PathBuf::from(format!("{}-views.jsonl", base.display()));
+    let engagements = PathBuf::from(format!("{}-engagements.jsonl", base.display()));
+    create_topics(&broker.addr, &[("views", 2), ("engagements", 3)]);
+    produce_lines(&broker.addr, "views", 2, &views, &["user_id", "item_id"]);
+    produce_lines(
+        &broker.addr,
+        "engagements",
+        3,
+        &engagements,
+        &["user_id", "item_id"],
+    );
+    let out = s.path("kafka");
+    s.run_ok(
+        &repo().join("examples/training-samples/job.yaml"),
+        &[
+            ("KAFKA_BROKERS", broker.addr.as_str()),
+            ("KAFKA_GROUP", "ts-test"),
+            ("KAFKA_BOUNDED", "true"),
+            ("PARALLELISM", "3"),
+            ("OUTPUT_DIR", out.to_str().unwrap()),
+        ],
+    );
+    let expected = run_oracle(
+        "training_samples.py",
+        &[views.as_os_str(), engagements.as_os_str()],
+    );
+    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    assert!(want("samples").len() > 5000);
+    assert_upserts(
+        &s.output("kafka", "samples"),
+        &want("samples"),
+        &["view_id"],
+        "samples",
+    );
+    assert_eq!(
+        sorted(&s.output("kafka", "late")),
+        sorted(&want("late")),
+        "late records"
+    );
+    assert_eq!(
+        Some(s.output("kafka", "dlq").len() as u64),
+        expected["dlq"].as_u64(),
+        "dead letters"
+    );
+}
+
+#[test]
+fn an_empty_partition_does_not_stall_windows() {
+    let broker = Broker::start();
+    let s = Scratch::new();
+    // Four partitions, of which only two get messages; the job is
+    // unbounded, so nothing but the data moves the watermark.
+    create_topics(
+        &broker.addr,
+        &[("in", 4), ("out.purchases_5m", 2), ("out.sessions", 2)],
+    );
+    let input = s.path("in.jsonl");
+    let mut text = String::new();
+    // One purchase per user per minute for 20 minutes, from a time aligned
+    // to 5 minutes.
+    const BASE: i64 = 1_699_999_800_000;
+    for m in 0..20i64 {
+        for u in 0..4 {
+            let t = BASE + m * 60_000 + u;
+            text.push_str(&format!(
+                "{{\"event_id\":\"e{m}-{u}\",\"user_id\":\"u{u}\",\"item_id\":\"i\",\"event_type\":\"purchase\",\"amount\":1.5,\"event_time_ms\":{t}}}\n"
+            ));
+        }
+    }
+    std::fs::write(&input, &text).unwrap();
+    let placed = produce_lines(&broker.addr, "in", 4, &input, &["user_id"]);
+    let used: BTreeSet<i32> = placed.iter().map(|(p, _, _)| *p).collect();
+    assert!(used.len() < 4, "every partition got messages: {used:?}");
+
+    let out = s.path("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("run")
+        .arg(repo().join("examples/user-features/job.yaml"))
+        .env("WAFER_COMPONENTS", common::components())
+        .env("KAFKA_BROKERS", &broker.addr)
+        .env("KAFKA_TOPIC", "in")
+        .env("KAFKA_GROUP", "stall-test")
+        .env("KAFKA_START", "earliest")
+        .env("KAFKA_SINK_BROKERS", &broker.addr)
+        .env("KAFKA_OUTPUT_PREFIX", "out.")
+        .env("PARALLELISM", "2")
+        .env("OUTPUT_DIR", &out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start wafer");
+    // The watermark reaches 19 min - 5 s: the windows starting at 0, 5 and
+    // 10 minutes have fired, 5 purchases per user in each.
+    let want: BTreeSet<(String, i64, i64)> = (0..4)
+        .flat_map(|u| (0..3).map(move |w| (format!("u{u}"), BASE + w * 300_000, 5)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut got = BTreeSet::new();
+    while Instant::now() < deadline && !want.is_subset(&got) {
+        std::thread::sleep(Duration::from_millis(500));
+        got = consume_all(&broker.addr, "out.purchases_5m")
+            .iter()
+            .map(|(_, _, v)| {
+                (
+                    v["user_id"].as_str().unwrap_or_default().to_string(),
+                    v["window_start_ms"].as_i64().unwrap_or_default(),
+                    v["purchase_count"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        want.is_subset(&got),
+        "windows did not fire while partitions {:?} stayed empty: got {got:?}",
+        (0..4).filter(|p| !used.contains(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn exactly_once_sink_writes_every_record_once_in_transactions() {
+    // tansu has no transactions yet: librdkafka's mock cluster does.
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("eo.purchases_5m", 3, 1).expect("topic");
+    mock.create_topic("eo.sessions", 3, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let s = Scratch::new();
+    let input = generate_events(&s);
+    let out = s.path("eo");
+    s.run_ok(
+        &repo().join("examples/user-features/job.yaml"),
+        &[
+            ("INPUT", input.to_str().unwrap()),
+            ("KAFKA_SINK_BROKERS", brokers.as_str()),
+            ("KAFKA_OUTPUT_PREFIX", "eo."),
+            ("KAFKA_DELIVERY", "exactly-once"),
+            ("PARALLELISM", "2"),
+            ("OUTPUT_DIR", out.to_str().unwrap()),
+        ],
+    );
+    let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
+    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    let sessions = consume_all(&brokers, "eo.sessions");
+    let purchases = consume_all(&brokers, "eo.purchases_5m");
+    assert_one_partition_per_key(&sessions, "sessions");
+    assert_one_partition_per_key(&purchases, "purchases_5m");
+    let rows = |v: &[(i32, Option<Vec<u8>>, Value)]| v.iter().map(|(_, _, r)| r.clone()).collect::<Vec<_>>();
+    let sessions = rows(&sessions);
+    let distinct: BTreeSet<String> = sessions.iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), sessions.len(), "a session was written twice");
+    assert_upserts(
+        &sessions,
+        &want("sessions"),
+        &["user_id", "session_start_ms"],
+        "sessions",
+    );
+    assert_upserts(
+        &rows(&purchases),
+        &want("purchases_5m"),
+        &["user_id", "window_start_ms"],
+        "purchases_5m",
+    );
+}
+
+#[test]
+fn unreachable_brokers_give_a_clear_error() {
+    let s = Scratch::new();
+    let job = s.job(
+        "job.yaml",
+        r#"
+name: down
+components: { json: "@COMPONENTS@/interaction-json.wasm" }
+formats: { json: { framing: lines, deserializer: json } }
+sources:
+  events:
+    kafka: { brokers: "127.0.0.1:9", topics: events, connect_timeout: 2s }
+    format: json
+sink: { file: { dir: out } }
+"#,
+    );
+    let started = Instant::now();
+    let out = s.run(&job, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot reach kafka brokers 127.0.0.1:9"),
+        "unexpected error: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up without retrying"
+    );
+}
