@@ -33,34 +33,57 @@ struct Broker {
 }
 
 impl Broker {
+    /// A broker keeping topics in memory.
     fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(repo().join("scripts/kafka-broker"))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("run scripts/kafka-broker");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), None, "memory")
+    }
+
+    /// A broker in `dir`, on `port` (a free one if `None`), with `storage`
+    /// (`memory`, or `sqlite` to survive restarts).
+    fn start_in(dir: tempfile::TempDir, port: Option<&str>, storage: &str) -> Broker {
+        let addr = Self::launch(dir.path(), port, storage);
+        Broker { dir, addr }
+    }
+
+    fn launch(dir: &Path, port: Option<&str>, storage: &str) -> String {
+        let mut cmd = Command::new(repo().join("scripts/kafka-broker"));
+        cmd.arg("start").arg(dir).env("TANSU_STORAGE", storage);
+        if let Some(p) = port {
+            cmd.arg(p);
+        }
+        let out = cmd.output().expect("run scripts/kafka-broker");
         assert!(
             out.status.success(),
             "broker did not start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let addr = String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stdout)
             .trim()
             .lines()
             .last()
             .unwrap_or_default()
-            .to_string();
-        Broker { dir, addr }
+            .to_string()
+    }
+
+    fn stop(&self) {
+        let _ = Command::new(repo().join("scripts/kafka-broker"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+
+    /// Stops the broker and starts it again on the same port and storage.
+    fn restart(&mut self, storage: &str) {
+        self.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        let port = self.addr.rsplit(':').next().unwrap_or_default().to_string();
+        self.addr = Self::launch(self.dir.path(), Some(&port), storage);
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/kafka-broker"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
+        self.stop();
     }
 }
 
@@ -422,66 +445,23 @@ fn training_samples_from_kafka_match_the_oracle() {
 fn an_empty_partition_does_not_stall_windows() {
     let broker = Broker::start();
     let s = Scratch::new();
-    // Four partitions, of which only two get messages; the job is
+    // Four partitions, of which only some get messages; the job is
     // unbounded, so nothing but the data moves the watermark.
     create_topics(
         &broker.addr,
         &[("in", 4), ("out.purchases_5m", 2), ("out.sessions", 2)],
     );
     let input = s.path("in.jsonl");
-    let mut text = String::new();
-    // One purchase per user per minute for 20 minutes, from a time aligned
-    // to 5 minutes.
-    const BASE: i64 = 1_699_999_800_000;
-    for m in 0..20i64 {
-        for u in 0..4 {
-            let t = BASE + m * 60_000 + u;
-            text.push_str(&format!(
-                "{{\"event_id\":\"e{m}-{u}\",\"user_id\":\"u{u}\",\"item_id\":\"i\",\"event_type\":\"purchase\",\"amount\":1.5,\"event_time_ms\":{t}}}\n"
-            ));
-        }
-    }
-    std::fs::write(&input, &text).unwrap();
-    let placed = produce_lines(&broker.addr, "in", 4, &input, &["user_id"]);
+    std::fs::write(&input, minutes_of_purchases(0, 20, 4)).unwrap();
+    // Keys spread over partitions 0 and 1 only.
+    let placed = produce_lines(&broker.addr, "in", 2, &input, &["user_id"]);
     let used: BTreeSet<i32> = placed.iter().map(|(p, _, _)| *p).collect();
     assert!(used.len() < 4, "every partition got messages: {used:?}");
-
-    let out = s.path("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .arg("run")
-        .arg(repo().join("examples/user-features/job.yaml"))
-        .env("WAFER_COMPONENTS", common::components())
-        .env("KAFKA_BROKERS", &broker.addr)
-        .env("KAFKA_TOPIC", "in")
-        .env("KAFKA_GROUP", "stall-test")
-        .env("KAFKA_START", "earliest")
-        .env("KAFKA_SINK_BROKERS", &broker.addr)
-        .env("KAFKA_OUTPUT_PREFIX", "out.")
-        .env("PARALLELISM", "2")
-        .env("OUTPUT_DIR", &out)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start wafer");
+    let mut child = start_unbounded(&s, &broker.addr, "in", "out.");
     // The watermark reaches 19 min - 5 s: the windows starting at 0, 5 and
     // 10 minutes have fired, 5 purchases per user in each.
-    let want: BTreeSet<(String, i64, i64)> = (0..4)
-        .flat_map(|u| (0..3).map(move |w| (format!("u{u}"), BASE + w * 300_000, 5)))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut got = BTreeSet::new();
-    while Instant::now() < deadline && !want.is_subset(&got) {
-        std::thread::sleep(Duration::from_millis(500));
-        got = consume_all(&broker.addr, "out.purchases_5m")
-            .iter()
-            .map(|(_, _, v)| {
-                (
-                    v["user_id"].as_str().unwrap_or_default().to_string(),
-                    v["window_start_ms"].as_i64().unwrap_or_default(),
-                    v["purchase_count"].as_i64().unwrap_or_default(),
-                )
-            })
-            .collect();
-    }
+    let want = windows(4, 0..3);
+    let got = wait_for_windows(&broker.addr, "out.purchases_5m", &want);
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -565,4 +545,108 @@ sink: { file: { dir: out } }
         started.elapsed() >= Duration::from_secs(2),
         "gave up without retrying"
     );
+}
+
+/// `n` minutes of purchases, one per user per minute from minute `from`,
+/// as JSON lines; times start at a 5-minute boundary.
+fn minutes_of_purchases(from: i64, n: i64, users: usize) -> String {
+    let mut text = String::new();
+    for m in from..from + n {
+        for u in 0..users {
+            let t = MINUTE_BASE + m * 60_000 + u as i64;
+            text.push_str(&format!(
+                "{{\"event_id\":\"e{m}-{u}\",\"user_id\":\"u{u}\",\"item_id\":\"i\",\"event_type\":\"purchase\",\"amount\":1.5,\"event_time_ms\":{t}}}\n"
+            ));
+        }
+    }
+    text
+}
+
+const MINUTE_BASE: i64 = 1_699_999_800_000;
+
+/// Starts the user-features example, unbounded, reading `topic` and writing
+/// windows to `<prefix>purchases_5m`.
+fn start_unbounded(s: &Scratch, brokers: &str, topic: &str, prefix: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("run")
+        .arg(repo().join("examples/user-features/job.yaml"))
+        .env("WAFER_COMPONENTS", common::components())
+        .env("KAFKA_BROKERS", brokers)
+        .env("KAFKA_TOPIC", topic)
+        .env("KAFKA_GROUP", format!("{topic}-group"))
+        .env("KAFKA_START", "earliest")
+        .env("KAFKA_SINK_BROKERS", brokers)
+        .env("KAFKA_OUTPUT_PREFIX", prefix)
+        .env("PARALLELISM", "2")
+        .env("OUTPUT_DIR", s.path("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start wafer")
+}
+
+/// Waits until `topic` holds every `(user, window start, count)` of `want`.
+fn wait_for_windows(
+    brokers: &str,
+    topic: &str,
+    want: &BTreeSet<(String, i64, i64)>,
+) -> BTreeSet<(String, i64, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = BTreeSet::new();
+    while Instant::now() < deadline && !want.is_subset(&got) {
+        std::thread::sleep(Duration::from_millis(500));
+        got = consume_all(brokers, topic)
+            .iter()
+            .map(|(_, _, v)| {
+                (
+                    v["user_id"].as_str().unwrap_or_default().to_string(),
+                    v["window_start_ms"].as_i64().unwrap_or_default(),
+                    v["purchase_count"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+    }
+    got
+}
+
+/// Windows of 5 purchases for `users` users, starting at the 5-minute
+/// slots `starts`.
+fn windows(users: usize, starts: std::ops::Range<i64>) -> BTreeSet<(String, i64, i64)> {
+    (0..users)
+        .flat_map(|u| {
+            starts
+                .clone()
+                .map(move |w| (format!("u{u}"), MINUTE_BASE + w * 300_000, 5))
+        })
+        .collect()
+}
+
+#[test]
+fn a_broker_restarted_mid_run_loses_nothing() {
+    // Topics in SQLite, so that the restarted broker still has them.
+    let mut broker = Broker::start_in(tempfile::tempdir().expect("tempdir"), None, "sqlite");
+    let s = Scratch::new();
+    create_topics(
+        &broker.addr,
+        &[("r", 2), ("r.purchases_5m", 2), ("r.sessions", 2)],
+    );
+    let first = s.path("first.jsonl");
+    std::fs::write(&first, minutes_of_purchases(0, 11, 4)).unwrap();
+    produce_lines(&broker.addr, "r", 2, &first, &["user_id"]);
+    let mut child = start_unbounded(&s, &broker.addr, "r", "r.");
+    // Minutes 0-10 read: the window at 0 has fired.
+    let early = windows(4, 0..1);
+    let got = wait_for_windows(&broker.addr, "r.purchases_5m", &early);
+    assert!(early.is_subset(&got), "before the restart: {got:?}");
+
+    broker.restart("sqlite");
+    let second = s.path("second.jsonl");
+    std::fs::write(&second, minutes_of_purchases(11, 9, 4)).unwrap();
+    produce_lines(&broker.addr, "r", 2, &second, &["user_id"]);
+    // Everything up to minute 19 read: the windows at 0, 5 and 10 minutes
+    // have fired with all their purchases; none was lost across the restart.
+    let all = windows(4, 0..3);
+    let got = wait_for_windows(&broker.addr, "r.purchases_5m", &all);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(all.is_subset(&got), "after the restart: {got:?}");
 }

@@ -1,0 +1,169 @@
+//! The user-features job reading a Kafka topic with 2 partitions against the
+//! same job reading the same events from a file, both at parallelism 2 with
+//! the shipped Wasm components, alternated in one process.
+//!
+//! The broker is tansu, started by `scripts/kafka-broker` (installed by it
+//! if missing). `WAFER_BENCH_EVENTS` (default 1,000,000) sizes the input,
+//! `WAFER_BENCH_USERS` (default 100,000) its keys, `WAFER_BENCH_RUNS` the
+//! runs per source (default 3, median kept).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use wafer_benches::{env_usize, example_job, interactions_file, rate, repo, write_results};
+use wafer_metrics::Metrics;
+
+/// A tansu broker, stopped on drop.
+struct Broker {
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(repo().join("scripts/kafka-broker"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("scripts/kafka-broker");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Broker { dir, addr }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/kafka-broker"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn produce(brokers: &str, topic: &str, input: &std::path::Path) -> (u64, f64) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for r in rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, 2, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .expect("create topic")
+    {
+        r.expect("topic");
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("compression.codec", "lz4")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    let text = std::fs::read(input).expect("input");
+    let started = Instant::now();
+    let mut n = 0u64;
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        // Keyed by user, as a feature pipeline's topic is.
+        let key = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("user_id").and_then(|u| u.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        let mut rec = BaseRecord::to(topic).payload(line).key(key.as_bytes());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    producer.poll(Duration::from_millis(20));
+                }
+            }
+        }
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(300)).expect("flush");
+    (n, started.elapsed().as_secs_f64())
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let events = env_usize("WAFER_BENCH_EVENTS", 1_000_000);
+    let users = env_usize("WAFER_BENCH_USERS", 100_000);
+    let runs = env_usize("WAFER_BENCH_RUNS", 3);
+    let input = interactions_file(
+        events,
+        &[
+            "--users",
+            &users.to_string(),
+            "--corrupt",
+            "0.001",
+            "--gap-ms",
+            "20",
+        ],
+    );
+    let broker = Broker::start();
+    let (produced, secs) = produce(&broker.addr, "events", &input);
+    eprintln!("produced {produced} messages in {secs:.1}s");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..runs {
+        for (i, kafka) in [false, true].into_iter().enumerate() {
+            let mut vars = vec![
+                ("PARALLELISM", "2".to_string()),
+                ("OUTPUT_DIR", out.path().display().to_string()),
+                ("INPUT", input.display().to_string()),
+            ];
+            if kafka {
+                vars.extend([
+                    ("KAFKA_BROKERS", broker.addr.clone()),
+                    ("KAFKA_TOPIC", "events".to_string()),
+                    ("KAFKA_GROUP", format!("bench-{run}")),
+                    ("KAFKA_BOUNDED", "true".to_string()),
+                    ("KAFKA_START", "earliest".to_string()),
+                ]);
+            }
+            let job = example_job("user-features", &vars);
+            let prepared = wafer_runtime::prepare(&job, Metrics::new()).expect("prepare");
+            let started = Instant::now();
+            let summary = prepared.run().expect("run");
+            let secs = started.elapsed().as_secs_f64();
+            let records: u64 = summary.sources.iter().map(|(_, s)| s.records).sum();
+            assert_eq!(records, produced, "records read");
+            rates[i].push(rate(records, secs));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let file = median(&mut rates[0]);
+    let kafka = median(&mut rates[1]);
+    println!(
+        "\nuser-features, {events} JSON events, {users} users, parallelism 2, {runs} runs each:\n\n\
+         | source | events/s (median) | vs file |\n|---|---|---|\n\
+         | file | {file:.0} | 100% |\n| Kafka topic, 2 partitions (tansu, loopback) | {kafka:.0} | {:.0}% |\n",
+        100.0 * kafka / file
+    );
+    let path = write_results(
+        "kafka.json",
+        &format!(
+            r#"{{"events":{events},"file_events_per_s":{file:.0},"kafka_events_per_s":{kafka:.0},"produce_events_per_s":{:.0}}}"#,
+            produced as f64 / secs
+        ),
+    );
+    eprintln!("results in {}", path.display());
+}
