@@ -223,6 +223,9 @@ impl KafkaReader {
                 "enable.partition.eof",
                 if settings.bounded { "true" } else { "false" },
             )
+            // Partitions added while running are noticed within seconds
+            // (librdkafka's default is 5 minutes).
+            .set("topic.metadata.refresh.interval.ms", "10000")
             // Fetch big batches: deserialization happens downstream in parallel.
             .set("fetch.wait.max.ms", "50")
             .set("queued.min.messages", "200000");

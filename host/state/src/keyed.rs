@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use lru::LruCache;
 use wafer_core::key::key_group;
 
@@ -74,9 +75,12 @@ const PENDING_BATCH: usize = 4096;
 /// One keyed worker's state.
 pub struct KeyedState {
     db: Arc<StateDb>,
-    cache: LruCache<Vec<u8>, Cell>,
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    tx: Option<HashMap<Vec<u8>, Cell>>,
+    // foldhash, not SipHash: these maps are on the per-record path, and
+    // keys come from the job's own key groups (no flooding to defend from
+    // beyond foldhash's per-process seed).
+    cache: LruCache<Vec<u8>, Cell, RandomState>,
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>, RandomState>,
+    tx: Option<HashMap<Vec<u8>, Cell, RandomState>>,
     decls: HashMap<(u16, u16), StateDecl>,
     scratch: Vec<u8>,
     stream_time: i64,
@@ -97,8 +101,11 @@ impl KeyedState {
     pub fn new(db: Arc<StateDb>, cache_entries: usize) -> Self {
         KeyedState {
             db,
-            cache: LruCache::new(NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN)),
-            pending: HashMap::new(),
+            cache: LruCache::with_hasher(
+                NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
+                RandomState::default(),
+            ),
+            pending: HashMap::default(),
             tx: None,
             decls: HashMap::new(),
             scratch: Vec::new(),
@@ -167,7 +174,7 @@ impl KeyedState {
     /// Opens a transaction: writes until [`commit`](Self::commit) or
     /// [`abort`](Self::abort) are kept apart.
     pub fn begin(&mut self) {
-        self.tx = Some(HashMap::new());
+        self.tx = Some(HashMap::default());
         self.tx_live = 0;
     }
 

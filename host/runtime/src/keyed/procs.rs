@@ -131,7 +131,8 @@ impl ProcOp {
         let keys = batch.keys.as_batch();
         // Group by key, keeping arrival order within a key and the order of
         // first appearance between keys.
-        let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(accepted.len());
+        let mut index: HashMap<&[u8], usize, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(accepted.len(), Default::default());
         let mut members: Vec<Vec<u32>> = Vec::new();
         for &i in accepted {
             let k = keys.get(i as usize).unwrap_or_default();
