@@ -1,6 +1,6 @@
 //! The interaction event of the reference jobs (`interaction.proto`), as one
-//! record type shared by the JSON and protobuf deserializers so that both
-//! produce rows of exactly the same schema.
+//! record type shared by the JSON, protobuf and Avro deserializers so that
+//! all of them produce rows of exactly the same schema.
 
 use std::borrow::Cow;
 

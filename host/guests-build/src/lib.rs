@@ -11,6 +11,7 @@ use std::process::Command;
 pub const RUST_GUESTS: &[&str] = &[
     "interaction-json",
     "interaction-protobuf",
+    "interaction-avro",
     "filter-example",
     "faulty",
     "bench-noop",
