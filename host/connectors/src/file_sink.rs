@@ -10,9 +10,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 
 use crate::SinkError;
+
+/// How long an output stays quiet before its buffered lines are flushed.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A handle to send complete JSON lines to one output file.
 #[derive(Clone)]
@@ -67,9 +70,17 @@ impl FileSink {
                         path: path.clone(),
                         source,
                     };
-                    for buf in rx {
-                        w.write_all(&buf).map_err(io)?;
-                        bytes += buf.len() as u64;
+                    // Flush whenever the output falls quiet, so that an
+                    // unbounded job's results reach the file promptly.
+                    loop {
+                        match rx.recv_timeout(IDLE_FLUSH) {
+                            Ok(buf) => {
+                                w.write_all(&buf).map_err(io)?;
+                                bytes += buf.len() as u64;
+                            }
+                            Err(RecvTimeoutError::Timeout) => w.flush().map_err(io)?,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
                     }
                     w.flush().map_err(io)?;
                     w.get_ref().sync_data().map_err(io)?;

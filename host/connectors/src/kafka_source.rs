@@ -13,11 +13,16 @@
 //!   holds, or else to the configured start;
 //! - **bounded**: the reader assigns every partition of the topics itself and
 //!   stops at the end offsets seen at start (tests, backfills, the reference
-//!   jobs). A partition is finished when it reaches that offset or Kafka
-//!   reports its end, so an empty partition finishes at once.
+//!   jobs). Partitions empty at start are not read at all. A partition is
+//!   finished once it reached its end offset at start and then either the
+//!   broker reports its end, a message produced after the start shows up
+//!   (not read), or it stays silent for a while: robust both to topics being
+//!   written to and to brokers that under-report end offsets.
 //!
 //! Each partition is a *lane*: the unit of order downstream watermarks are
-//! kept per.
+//! kept per. [`KafkaReader::lanes`] tells which lanes exist and which are
+//! finished, so that an assigned partition holds watermarks back (until it
+//! turns idle) even before its first record.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -115,6 +120,21 @@ pub struct KafkaRecord<'a> {
 struct Shared {
     /// Next offset to read per partition.
     positions: HashMap<(String, i32), i64>,
+    /// Lane of every partition ever assigned.
+    lanes: HashMap<(String, i32), (Partition, u32)>,
+    /// Partitions assigned now.
+    assigned: std::collections::BTreeSet<(String, i32)>,
+}
+
+impl Shared {
+    /// The lane of a partition, numbering new ones in order of appearance.
+    fn lane(&mut self, key: &(String, i32)) -> (Partition, u32) {
+        let n = self.lanes.len() as u32;
+        self.lanes
+            .entry(key.clone())
+            .or_insert_with(|| ((Arc::from(key.0.as_str()), key.1), n))
+            .clone()
+    }
 }
 
 /// The consumer context: seeks newly assigned partitions to the host's
@@ -124,16 +144,30 @@ struct Ctx {
     start: Start,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is how bounded reading learns where it is, not
+        // a failure.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::debug!(%reason, "kafka partition end");
+        } else {
+            tracing::warn!(error = %error, %reason, "kafka client error");
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut assignment = TopicPartitionList::new();
                 for e in tpl.elements() {
                     let key = (e.topic().to_string(), e.partition());
+                    shared.lane(&key);
+                    shared.assigned.insert(key.clone());
                     let offset = match shared.positions.get(&key) {
                         Some(&o) => Offset::Offset(o),
                         None => start_offset(consumer, self.start, e.topic(), e.partition()),
@@ -149,6 +183,10 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "kafka partitions revoked");
+                let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                for e in tpl.elements() {
+                    shared.assigned.remove(&(e.topic().to_string(), e.partition()));
+                }
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "kafka unassignment failed");
                 }
@@ -189,15 +227,39 @@ fn start_offset<C: ConsumerContext>(
     }
 }
 
+/// How long a bounded partition that reached its end at start must stay
+/// silent to count as finished, when no end-of-partition event decides.
+const BOUNDED_IDLE: Duration = Duration::from_secs(2);
+
+/// A partition of a bounded reader still being read.
+///
+/// It is finished when, past the end offset seen at start, a message
+/// produced after the start arrives (not read), or the broker reports the
+/// partition's end, or it stays silent for [`BOUNDED_IDLE`]. Going by the
+/// start's end offset alone would stop early on brokers that under-report
+/// it; going by end-of-partition alone would never stop on a topic that is
+/// being written to.
+struct BoundedPartition {
+    /// End offset reported at start.
+    end: i64,
+    /// Whether the reader got there.
+    reached: bool,
+    /// When it last delivered a message.
+    last_seen: Instant,
+}
+
 /// Reads raw messages of some topics.
 pub struct KafkaReader {
     consumer: BaseConsumer<Ctx>,
     settings: KafkaSettings,
     shared: Arc<Mutex<Shared>>,
-    /// Interned partitions and their lanes.
+    /// Lanes of the partitions seen, by partition (a cache of `shared`).
     lanes: HashMap<(String, i32), (Partition, u32)>,
-    /// Bounded mode: end offset per partition still being read.
-    ends: Option<HashMap<(String, i32), i64>>,
+    /// Bounded mode: the partitions still being read.
+    ends: Option<HashMap<(String, i32), BoundedPartition>>,
+    /// When the reader started (epoch ms): in bounded mode, messages
+    /// produced later are beyond the bound.
+    started_ms: i64,
     last_commit: Instant,
 }
 
@@ -234,6 +296,7 @@ impl KafkaReader {
         }
         let shared = Arc::new(Mutex::new(Shared {
             positions: positions.into_iter().collect(),
+            ..Shared::default()
         }));
         let consumer: BaseConsumer<Ctx> = cfg
             .create_with_context(Ctx {
@@ -295,6 +358,9 @@ impl KafkaReader {
             shared,
             lanes: HashMap::new(),
             ends: None,
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
             last_commit: Instant::now(),
         };
         if reader.settings.bounded {
@@ -346,8 +412,24 @@ impl KafkaReader {
             }
             .max(low);
             tracing::info!(topic = %t, partition = p, from, end = high, "kafka partition (bounded)");
-            if from < high {
-                ends.insert((t.clone(), *p), high);
+            // Every partition is read, even one whose reported end is not
+            // ahead of the start: some Kafka-protocol brokers under-report
+            // the end (tansu 0.6 answers with its last batch's base offset).
+            // Where the end really is is settled while reading (see
+            // `BoundedPartition`).
+            if high > low || from < high {
+                self.shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .lane(&(t.clone(), *p));
+                ends.insert(
+                    (t.clone(), *p),
+                    BoundedPartition {
+                        end: high,
+                        reached: from >= high,
+                        last_seen: Instant::now(),
+                    },
+                );
                 tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
             }
         }
@@ -376,6 +458,7 @@ impl KafkaReader {
                 if n > 0 || Instant::now() >= deadline {
                     break;
                 }
+                self.finish_idle();
                 continue;
             };
             match polled {
@@ -383,22 +466,36 @@ impl KafkaReader {
                     let key = (m.topic().to_string(), m.partition());
                     let offset = m.offset();
                     if let Some(ends) = &mut self.ends {
-                        match ends.get(&key) {
-                            Some(&end) if offset < end => {
-                                if offset + 1 >= end {
-                                    ends.remove(&key);
-                                    pause(&self.consumer, &key);
-                                }
+                        // A message of a finished partition fetched before
+                        // the pause took effect.
+                        let Some(b) = ends.get_mut(&key) else {
+                            continue;
+                        };
+                        b.last_seen = Instant::now();
+                        if offset >= b.end {
+                            let produced = m.timestamp().to_millis().unwrap_or(i64::MIN);
+                            if produced > self.started_ms {
+                                // Produced after the start: beyond the bound.
+                                ends.remove(&key);
+                                pause(&self.consumer, &key);
+                                continue;
                             }
-                            // Produced after start, or of a finished partition.
-                            _ => continue,
+                        }
+                        if offset + 1 >= b.end {
+                            b.reached = true;
                         }
                     }
-                    let lanes_len = self.lanes.len() as u32;
-                    let (partition, lane) = self
-                        .lanes
-                        .entry(key.clone())
-                        .or_insert_with(|| ((Arc::from(key.0.as_str()), key.1), lanes_len));
+                    if !self.lanes.contains_key(&key) {
+                        let lane = self
+                            .shared
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .lane(&key);
+                        self.lanes.insert(key.clone(), lane);
+                    }
+                    let Some((partition, lane)) = self.lanes.get(&key) else {
+                        continue;
+                    };
                     f(KafkaRecord {
                         partition,
                         lane: *lane,
@@ -412,12 +509,18 @@ impl KafkaReader {
                         .insert(key, offset + 1);
                     n += 1;
                 }
-                Err(KafkaError::PartitionEOF(_)) => {
-                    // The end as of now. librdkafka's fetch position skips
-                    // control records (transaction markers), so it tells
-                    // whether a partition reached its end offset even when
-                    // its last offsets carry no message.
-                    self.finish_reached();
+                Err(KafkaError::PartitionEOF(p)) => {
+                    // The broker's end as of now: a partition that reached
+                    // its end at start is done. librdkafka names only the
+                    // partition number, so this is decisive with one topic;
+                    // with several, the idle rule below decides.
+                    if let ([topic], Some(ends)) = (self.settings.topics.as_slice(), &mut self.ends) {
+                        let key = (topic.clone(), p);
+                        if ends.get(&key).is_some_and(|b| b.reached) {
+                            ends.remove(&key);
+                            pause(&self.consumer, &key);
+                        }
+                    }
                 }
                 Err(e) if is_fatal(&e) => return Err(KafkaSourceError::Fatal(e)),
                 Err(e) => {
@@ -428,31 +531,45 @@ impl KafkaReader {
                 }
             }
         }
+        self.finish_idle();
         Ok(!self.ends.as_ref().is_some_and(HashMap::is_empty))
     }
 
-    /// Finishes the bounded partitions whose fetch position reached their
-    /// end offset.
-    fn finish_reached(&mut self) {
-        let Ok(at) = self.consumer.position() else {
-            return;
-        };
+    /// Finishes the bounded partitions that reached their end at start and
+    /// have been silent since for [`BOUNDED_IDLE`].
+    fn finish_idle(&mut self) {
         let Some(ends) = &mut self.ends else {
             return;
         };
-        let mut done = Vec::new();
-        for e in at.elements() {
-            let key = (e.topic().to_string(), e.partition());
-            if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&key))
-                && o >= end
-            {
-                done.push(key);
-            }
-        }
-        for key in done {
+        let idle: Vec<_> = ends
+            .iter()
+            .filter(|(_, b)| b.reached && b.last_seen.elapsed() >= BOUNDED_IDLE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
             ends.remove(&key);
             pause(&self.consumer, &key);
         }
+    }
+
+    /// Every lane with whether it is finished: in bounded mode, partitions
+    /// read to their end; otherwise partitions no longer assigned to this
+    /// reader. Downstream watermarks wait for the others.
+    pub fn lanes(&self) -> Vec<(u32, bool)> {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<(u32, bool)> = shared
+            .lanes
+            .iter()
+            .map(|(key, (_, lane))| {
+                let finished = match &self.ends {
+                    Some(ends) => !ends.contains_key(key),
+                    None => !shared.assigned.contains(key),
+                };
+                (*lane, finished)
+            })
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Next offset to read per partition, in partition order.

@@ -51,14 +51,28 @@ impl BoundedOutOfOrderness {
 /// whose order is independent of each other (Kafka partitions; a file source
 /// is one lane). Each lane has its own [`BoundedOutOfOrderness`], so records
 /// are judged against their own partition's progress and a fast partition
-/// never makes a slow one's records late. The worker's watermark is the
-/// minimum over lanes, leaving out lanes silent for longer than the idle
-/// timeout; a lane never seen (an empty partition) holds nothing back.
+/// never makes a slow one's records late.
+///
+/// The worker's watermark is the minimum over lanes, leaving out lanes
+/// silent for longer than the idle timeout and finished lanes. A lane the
+/// source announced ([`register`](Self::register)) but that has sent nothing
+/// yet holds the watermark back, as an assigned Kafka partition does in
+/// Flink, until it turns idle: so a partition whose first records come late
+/// does not find its windows closed, and an empty one stalls nothing for
+/// longer than the idle timeout.
 #[derive(Debug, Clone)]
 pub struct LaneWatermarks {
     bound_ms: i64,
     idle_ms: u64,
-    lanes: Vec<Option<(BoundedOutOfOrderness, u64)>>,
+    lanes: Vec<Option<Lane>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    tracker: BoundedOutOfOrderness,
+    /// Wall-clock time of its last record (or of its registration).
+    active_ms: u64,
+    finished: bool,
 }
 
 impl LaneWatermarks {
@@ -72,34 +86,54 @@ impl LaneWatermarks {
         }
     }
 
-    /// Lane `lane`'s watermark just before this record; then notes the
-    /// record's event time `t`, seen at wall-clock `now_ms`.
-    #[inline]
-    pub fn observe(&mut self, lane: u32, t: i64, now_ms: u64) -> i64 {
+    fn lane(&mut self, lane: u32, now_ms: u64) -> &mut Lane {
         let i = lane as usize;
         if self.lanes.len() <= i {
             self.lanes.resize(i + 1, None);
         }
-        let (w, seen) = self.lanes[i].get_or_insert((BoundedOutOfOrderness::new(self.bound_ms), now_ms));
-        let before = w.watermark();
-        w.observe(t);
-        *seen = now_ms;
+        let bound = self.bound_ms;
+        self.lanes[i].get_or_insert(Lane {
+            tracker: BoundedOutOfOrderness::new(bound),
+            active_ms: now_ms,
+            finished: false,
+        })
+    }
+
+    /// Announces lane `lane` (a partition the source reads) at wall-clock
+    /// `now_ms`; `finished` when it has no more records.
+    pub fn register(&mut self, lane: u32, finished: bool, now_ms: u64) {
+        let l = self.lane(lane, now_ms);
+        l.finished |= finished;
+    }
+
+    /// Lane `lane`'s watermark just before this record; then notes the
+    /// record's event time `t`, seen at wall-clock `now_ms`.
+    #[inline]
+    pub fn observe(&mut self, lane: u32, t: i64, now_ms: u64) -> i64 {
+        let l = self.lane(lane, now_ms);
+        let before = l.tracker.watermark();
+        l.tracker.observe(t);
+        l.active_ms = now_ms;
         before
     }
 
-    /// The worker's watermark at wall-clock `now_ms`: the minimum over lanes
-    /// heard from within the idle timeout; with every lane idle, the
-    /// largest lane watermark (all of them are done for now).
+    /// The worker's watermark at wall-clock `now_ms`: the minimum over
+    /// lanes neither finished nor silent for longer than the idle timeout;
+    /// with none such, the largest lane watermark (every lane is done for
+    /// now).
     pub fn watermark(&self, now_ms: u64) -> i64 {
-        let seen = self.lanes.iter().flatten();
-        let active = seen
+        let lanes = self.lanes.iter().flatten();
+        let active = lanes
             .clone()
-            .filter(|(_, at)| now_ms.saturating_sub(*at) <= self.idle_ms)
-            .map(|(w, _)| w.watermark())
+            .filter(|l| !l.finished && now_ms.saturating_sub(l.active_ms) <= self.idle_ms)
+            .map(|l| l.tracker.watermark())
             .min();
         match active {
             Some(wm) => wm,
-            None => seen.map(|(w, _)| w.watermark()).max().unwrap_or(MIN_WATERMARK),
+            None => lanes
+                .map(|l| l.tracker.watermark())
+                .max()
+                .unwrap_or(MIN_WATERMARK),
         }
     }
 }
@@ -221,10 +255,20 @@ mod tests {
         assert_eq!(w.watermark(1_500), 96_000);
         // Every lane idle: the largest.
         assert_eq!(w.watermark(10_000), 96_000);
-        // An unseen lane (an empty partition) never holds anything back.
+        // A lane never heard of holds nothing back; an announced one that
+        // has sent nothing holds the watermark until it turns idle, a
+        // finished one not at all.
         let mut v = LaneWatermarks::new(0, 1_000);
         v.observe(3, 7, 0);
         assert_eq!(v.watermark(0), 7);
+        v.register(1, false, 0);
+        assert_eq!(v.watermark(500), MIN_WATERMARK);
+        assert_eq!(v.watermark(1_500), 7);
+        v.register(2, false, 2_000);
+        v.observe(3, 9, 2_000);
+        assert_eq!(v.watermark(2_100), MIN_WATERMARK);
+        v.register(2, true, 2_200);
+        assert_eq!(v.watermark(2_300), 9);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct RawBatch {
     pub files: Vec<(u32, Arc<Origin>)>,
     /// The lane (partition) of each record: watermarks are kept per lane.
     pub lanes: Vec<u32>,
+    /// The source's lanes and whether each is finished, when the source
+    /// knows them ahead of records (Kafka's assigned partitions).
+    pub lane_status: Option<Arc<Vec<(u32, bool)>>>,
     /// The chunk of the source this batch is this worker's part of.
     pub chunk: u64,
     /// Sequence number of each record in the source.
@@ -48,6 +51,7 @@ impl RawBatch {
             offsets: Vec::with_capacity(n),
             files: Vec::new(),
             lanes: Vec::with_capacity(n),
+            lane_status: None,
             chunk: 0,
             seqs: Vec::with_capacity(n),
         }

@@ -92,13 +92,34 @@ impl DeserWorker {
                 payload_hist.observe(p.len() as f64);
             }
 
+            let now_ms = wafer_core::time::now_ms().max(0) as u64;
+            if let Some(status) = &batch.lane_status {
+                for &(lane, finished) in status.iter() {
+                    self.watermark.register(lane, finished, now_ms);
+                }
+            }
+            if n == 0 {
+                // A heartbeat: nothing to decode, only the watermark to pass on.
+                let wm = self.watermark.watermark(now_ms);
+                self.downstream.send(
+                    &schema,
+                    &wafer_row::Batch::new(&[], &[]),
+                    &[],
+                    &batch,
+                    &[],
+                    wm,
+                    &mut self.dead_letters,
+                    &self.source,
+                );
+                continue;
+            }
+
             let started = Instant::now();
             let decoded = self.deser.run(&batch.records.data, &batch.records.ends);
             timing.seconds.inc_by(started.elapsed().as_secs_f64());
             timing.calls.inc();
 
             let now = wafer_core::time::now_ms();
-            let now_ms = now.max(0) as u64;
             row_wms.clear();
             row_wms.resize(n, i64::MIN);
             let rows = decoded.rows.as_batch();

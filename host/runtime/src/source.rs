@@ -109,6 +109,16 @@ impl Chunker {
         self.batches.iter().all(RawBatch::is_empty)
     }
 
+    /// Sends the chunk's parts, each carrying the source's lanes if given.
+    /// Returns `false` if a worker is gone (it panicked; the job reports
+    /// that).
+    fn send_with(&mut self, lanes: Option<Arc<Vec<(u32, bool)>>>) -> bool {
+        for b in &mut self.batches {
+            b.lane_status = lanes.clone();
+        }
+        self.send()
+    }
+
     /// Sends the chunk's parts. Returns `false` if a worker is gone (it
     /// panicked; the job reports that).
     fn send(&mut self) -> bool {
@@ -205,6 +215,11 @@ fn run_file_source(
 /// partial chunk: short, so that a trickle of messages is not held back.
 const KAFKA_LINGER: Duration = Duration::from_millis(100);
 
+/// How often a Kafka source with nothing to read still sends an (empty)
+/// chunk: it carries the partitions' status, so that downstream watermarks
+/// leave idle partitions out and windows fire without new records.
+const KAFKA_HEARTBEAT: Duration = Duration::from_millis(500);
+
 /// How often a Kafka source commits its positions back to the group.
 const KAFKA_COMMIT_EVERY: Duration = Duration::from_secs(5);
 
@@ -215,6 +230,7 @@ fn run_kafka_source(
 ) -> Result<SourceStats, KafkaSourceError> {
     let mut chunker = Chunker::new(senders, batch_size);
     let mut origins: Vec<Arc<Origin>> = Vec::new();
+    let mut last_sent = std::time::Instant::now();
     tracing::info!(source = %reader.describe(), "reading");
     loop {
         let max = chunker.capacity();
@@ -231,8 +247,11 @@ fn run_kafka_source(
             }
             chunker.push(&origins[lane], r.lane, r.offset.max(0) as u64, r.payload);
         })?;
-        if !chunker.is_empty() && !chunker.send() {
-            return Ok(chunker.stats);
+        if !chunker.is_empty() || last_sent.elapsed() >= KAFKA_HEARTBEAT {
+            if !chunker.send_with(Some(Arc::new(reader.lanes()))) {
+                return Ok(chunker.stats);
+            }
+            last_sent = std::time::Instant::now();
         }
         reader.commit(KAFKA_COMMIT_EVERY);
         if !more {
