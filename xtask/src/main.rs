@@ -29,6 +29,18 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The target triple of this machine, as rustc names it.
+fn host_triple() -> anyhow::Result<String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("cannot run rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV names no host")
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
@@ -113,6 +125,15 @@ fn ci() -> anyhow::Result<()> {
         .arg(wafer_guests_build::guest_target_dir(&root))
         .args(["--", "-D", "warnings"]);
     run(&mut guests_clippy)?;
+    // Guests' own unit tests run natively (their logic is plain Rust).
+    let mut guests_tests = cargo();
+    guests_tests
+        .current_dir(root.join("guests"))
+        .args(["test", "-p", "interaction-avro", "--target"])
+        .arg(host_triple()?)
+        .arg("--target-dir")
+        .arg(wafer_guests_build::guest_target_dir(&root));
+    run(&mut guests_tests)?;
     run(cargo().args(["test", "--workspace"]))?;
     Ok(())
 }
