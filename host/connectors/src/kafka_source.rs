@@ -253,8 +253,8 @@ pub struct KafkaReader {
     consumer: BaseConsumer<Ctx>,
     settings: KafkaSettings,
     shared: Arc<Mutex<Shared>>,
-    /// Lanes of the partitions seen, by partition (a cache of `shared`).
-    lanes: HashMap<(String, i32), (Partition, u32)>,
+    /// Partitions seen, their names and lanes (a cache of `shared`).
+    recent: Vec<((String, i32), Partition, u32)>,
     /// Bounded mode: the partitions still being read.
     ends: Option<HashMap<(String, i32), BoundedPartition>>,
     /// When the reader started (epoch ms): in bounded mode, messages
@@ -356,7 +356,7 @@ impl KafkaReader {
             consumer,
             settings,
             shared,
-            lanes: HashMap::new(),
+            recent: Vec::new(),
             ends: None,
             started_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -463,12 +463,31 @@ impl KafkaReader {
             };
             match polled {
                 Ok(m) => {
-                    let key = (m.topic().to_string(), m.partition());
+                    // The partition's key, lane and name without allocating:
+                    // a linear scan of the few partitions seen.
+                    let at = self
+                        .recent
+                        .iter()
+                        .position(|(k, _, _)| k.1 == m.partition() && k.0 == m.topic());
+                    let at = match at {
+                        Some(at) => at,
+                        None => {
+                            let key = (m.topic().to_string(), m.partition());
+                            let (partition, lane) = self
+                                .shared
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .lane(&key);
+                            self.recent.push((key, partition, lane));
+                            self.recent.len() - 1
+                        }
+                    };
+                    let (key, partition, lane) = &self.recent[at];
                     let offset = m.offset();
                     if let Some(ends) = &mut self.ends {
                         // A message of a finished partition fetched before
                         // the pause took effect.
-                        let Some(b) = ends.get_mut(&key) else {
+                        let Some(b) = ends.get_mut(key) else {
                             continue;
                         };
                         b.last_seen = Instant::now();
@@ -476,8 +495,8 @@ impl KafkaReader {
                             let produced = m.timestamp().to_millis().unwrap_or(i64::MIN);
                             if produced > self.started_ms {
                                 // Produced after the start: beyond the bound.
-                                ends.remove(&key);
-                                pause(&self.consumer, &key);
+                                ends.remove(key);
+                                pause(&self.consumer, key);
                                 continue;
                             }
                         }
@@ -485,28 +504,20 @@ impl KafkaReader {
                             b.reached = true;
                         }
                     }
-                    if !self.lanes.contains_key(&key) {
-                        let lane = self
-                            .shared
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .lane(&key);
-                        self.lanes.insert(key.clone(), lane);
-                    }
-                    let Some((partition, lane)) = self.lanes.get(&key) else {
-                        continue;
-                    };
                     f(KafkaRecord {
                         partition,
                         lane: *lane,
                         offset,
                         payload: m.payload().unwrap_or_default(),
                     });
-                    self.shared
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .positions
-                        .insert(key, offset + 1);
+                    let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    match shared.positions.get_mut(key) {
+                        Some(o) => *o = offset + 1,
+                        None => {
+                            shared.positions.insert(key.clone(), offset + 1);
+                        }
+                    }
+                    drop(shared);
                     n += 1;
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
