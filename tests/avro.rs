@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Scratch, assert_same_rows};
+use common::{Scratch, assert_same_rows, dead_letter_payload};
 use serde_json::{Map, Value};
 
 /// Writer schema 1: the reader's fields, in the reader's order.
@@ -438,22 +438,6 @@ fn append_delimited(file: &mut Vec<u8>, payload: &[u8]) -> u64 {
     offset
 }
 
-fn base64_decode(s: &str) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|&c| c != b'=') {
-        acc = acc << 6 | A.iter().position(|&a| a == c).expect("base64") as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
 #[test]
 fn avro_records_under_drifting_writer_schemas_match_the_oracle() {
     let s = Scratch::new();
@@ -517,10 +501,7 @@ fn avro_records_under_drifting_writer_schemas_match_the_oracle() {
                 "expected `{}` in the error: {d}",
                 c.error
             );
-            let payload = match d.get("payload") {
-                Some(p) => p.as_str().unwrap().as_bytes().to_vec(),
-                None => base64_decode(d["payload_base64"].as_str().unwrap()),
-            };
+            let payload = dead_letter_payload(d);
             assert_eq!(payload, c.payload, "the dead letter keeps the payload: {d}");
         }
     }

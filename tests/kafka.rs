@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Scratch, assert_upserts, repo, run_oracle, sorted};
+use common::{Scratch, assert_upserts, dead_letter_payload, repo, run_oracle, sorted};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -379,14 +379,7 @@ fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
         let line = by_position
             .get(&at)
             .unwrap_or_else(|| panic!("no message at {at:?}: {d}"));
-        // Text payloads are written as text, others in base64.
-        let payload = match (d["payload"].as_str(), d["payload_base64"].as_str()) {
-            (Some(p), _) => p.as_bytes().to_vec(),
-            (None, Some(b)) => {
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).expect("base64")
-            }
-            _ => panic!("dead letter without payload: {d}"),
-        };
+        let payload = dead_letter_payload(d);
         assert_eq!(&payload, *line, "{d}");
     }
 }
@@ -395,8 +388,7 @@ fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
 fn training_samples_from_kafka_match_the_oracle() {
     let broker = Broker::start();
     let s = Scratch::new();
-    let base = s.generate(
-        "training",
+    let (views, engagements) = s.generate_training(
         "t",
         &[
             "--views",
@@ -417,8 +409,6 @@ fn training_samples_from_kafka_match_the_oracle() {
             "5",
         ],
     );
-    let views = PathBuf::from(format!("{}-views.jsonl", base.display()));
-    let engagements = PathBuf::from(format!("{}-engagements.jsonl", base.display()));
     create_topics(&broker.addr, &[("views", 2), ("engagements", 3)]);
     produce_lines(&broker.addr, "views", 2, &views, &["user_id", "item_id"]);
     produce_lines(

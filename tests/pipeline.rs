@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Scratch, assert_same_rows, input_lines, metric, read_jsonl};
+use common::{Scratch, assert_same_rows, dead_letter_payload, input_lines, metric, read_jsonl};
 use serde_json::{Map, Value};
 
 /// The job used by most tests: one source, a format chosen by `FORMAT`,
@@ -133,10 +133,7 @@ fn output_matches_the_oracle_and_nothing_is_lost() {
         );
         assert!(!d["error"].as_str().unwrap().is_empty());
         let offset = d["offset"].as_u64().unwrap() as usize;
-        let payload = match d.get("payload") {
-            Some(p) => p.as_str().unwrap().as_bytes().to_vec(),
-            None => base64_decode(d["payload_base64"].as_str().unwrap()),
-        };
+        let payload = dead_letter_payload(d);
         assert_eq!(
             &raw[offset..offset + payload.len()],
             &payload[..],
@@ -148,22 +145,6 @@ fn output_matches_the_oracle_and_nothing_is_lost() {
     let mut rejected = rejected;
     rejected.sort();
     assert_eq!(seen, rejected);
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|&c| c != b'=') {
-        acc = acc << 6 | A.iter().position(|&a| a == c).expect("base64") as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 #[test]

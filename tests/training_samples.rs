@@ -20,13 +20,6 @@ fn oracle(views: &Path, engagements: &Path) -> Value {
     )
 }
 
-/// Generated views and engagements: `(views, engagements)`.
-fn generate(s: &Scratch, name: &str, args: &[&str]) -> (PathBuf, PathBuf) {
-    let base = s.generate("training", name, args);
-    let file = |suffix: &str| PathBuf::from(format!("{}-{suffix}.jsonl", base.display()));
-    (file("views"), file("engagements"))
-}
-
 const BASE_ARGS: &[&str] = &[
     "--views",
     "20000",
@@ -111,7 +104,7 @@ fn check_with(
 #[test]
 fn samples_match_the_oracle_at_parallelism_1_and_2() {
     let s = Scratch::new();
-    let (views, engagements) = generate(&s, "in", BASE_ARGS);
+    let (views, engagements) = s.generate_training("in", BASE_ARGS);
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "1")], "p1");
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "2")], "p2");
 }
@@ -138,19 +131,19 @@ fn samples_are_the_same_when_one_input_is_read_much_faster() {
     // view is buffered.
     let mut args = BASE_ARGS.to_vec();
     args.extend(["--pad-engagements", "150000"]);
-    let (views, engagements) = generate(&s, "big-engagements", &args);
+    let (views, engagements) = s.generate_training("big-engagements", &args);
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "2")], "big-e");
     // And the other way round: most engagements are read before their views.
     let mut args = BASE_ARGS.to_vec();
     args.extend(["--pad-views", "150000"]);
-    let (views, engagements) = generate(&s, "big-views", &args);
+    let (views, engagements) = s.generate_training("big-views", &args);
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "2")], "big-v");
 }
 
 #[test]
 fn state_larger_than_the_cache_gives_identical_samples() {
     let s = Scratch::new();
-    let (views, engagements) = generate(&s, "in", BASE_ARGS);
+    let (views, engagements) = s.generate_training("in", BASE_ARGS);
     check_against_oracle(
         &s,
         &views,

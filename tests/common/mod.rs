@@ -74,6 +74,13 @@ impl Scratch {
         self.generate("interactions", out, args)
     }
 
+    /// Generated views and engagements: `(views, engagements)` files.
+    pub fn generate_training(&self, out: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+        let base = self.generate("training", out, args);
+        let file = |suffix: &str| PathBuf::from(format!("{}-{suffix}.jsonl", base.display()));
+        (file("views"), file("engagements"))
+    }
+
     /// Runs `examples/generate.py <what> --out <scratch>/<out> <args>`.
     pub fn generate(&self, what: &str, out: &str, args: &[&str]) -> PathBuf {
         let path = self.path(out);
@@ -239,4 +246,31 @@ pub fn run_oracle(script: &str, args: &[&std::ffi::OsStr]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("oracle output")
+}
+
+/// The raw payload a dead letter keeps: `payload` when it is text,
+/// `payload_base64` otherwise (decoded here by hand, not by the host's
+/// encoder).
+pub fn dead_letter_payload(d: &Value) -> Vec<u8> {
+    match (d["payload"].as_str(), d["payload_base64"].as_str()) {
+        (Some(p), _) => p.as_bytes().to_vec(),
+        (None, Some(b)) => base64_decode(b),
+        _ => panic!("dead letter without payload: {d}"),
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|&c| c != b'=') {
+        acc = acc << 6 | A.iter().position(|&a| a == c).expect("base64") as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
