@@ -8,37 +8,20 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 
-use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::SinkError;
+use crate::output::OutputThreads;
+use crate::output::OutputWriter;
 
 /// How long an output stays quiet before its buffered lines are flushed.
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// A handle to send complete JSON lines to one output file.
-#[derive(Clone)]
-pub struct OutputWriter {
-    pub(crate) tx: Sender<Vec<u8>>,
-}
-
-impl OutputWriter {
-    /// Appends a buffer of complete lines. Blocks when the writer is behind.
-    /// Returns `false` if the writer thread has stopped (its error is
-    /// reported by [`FileSink::finish`]).
-    pub fn write(&self, lines: Vec<u8>) -> bool {
-        lines.is_empty() || self.tx.send(lines).is_ok()
-    }
-}
-
-/// A writer thread; it returns the bytes it wrote.
-type WriterThread = JoinHandle<Result<u64, SinkError>>;
-
 /// Writer threads for every output of a job.
 pub struct FileSink {
     dir: PathBuf,
-    writers: Vec<(String, OutputWriter, WriterThread)>,
+    threads: OutputThreads,
 }
 
 impl FileSink {
@@ -53,17 +36,15 @@ impl FileSink {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut writers = Vec::new();
+        let mut threads = OutputThreads::default();
         for name in outputs {
             let path = dir.join(format!("{name}.jsonl"));
             let file = File::create(&path).map_err(|source| SinkError::Io {
                 path: path.clone(),
                 source,
             })?;
-            let (tx, rx) = bounded::<Vec<u8>>(capacity.max(1));
-            let handle = std::thread::Builder::new()
-                .name(format!("sink-{name}"))
-                .spawn(move || {
+            threads
+                .spawn(name, format!("sink-{name}"), capacity, move |rx| {
                     let mut w = BufWriter::with_capacity(1 << 20, file);
                     let mut bytes = 0u64;
                     let io = |source| SinkError::Io {
@@ -90,11 +71,10 @@ impl FileSink {
                     path: dir.to_path_buf(),
                     source,
                 })?;
-            writers.push((name.to_string(), OutputWriter { tx }, handle));
         }
         Ok(FileSink {
             dir: dir.to_path_buf(),
-            writers,
+            threads,
         })
     }
 
@@ -105,26 +85,13 @@ impl FileSink {
 
     /// The writer of output `name`.
     pub fn writer(&self, name: &str) -> Option<OutputWriter> {
-        self.writers
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, w, _)| w.clone())
+        self.threads.writer(name)
     }
 
     /// Waits for every writer to drain and sync; call after dropping all
     /// [`OutputWriter`] clones. Returns bytes written per output.
     pub fn finish(self) -> Result<Vec<(String, u64)>, SinkError> {
-        let mut out = Vec::new();
-        let mut handles = Vec::new();
-        for (name, w, h) in self.writers {
-            drop(w);
-            handles.push((name, h));
-        }
-        for (name, h) in handles {
-            let bytes = h.join().map_err(|_| SinkError::Panicked(name.clone()))??;
-            out.push((name, bytes));
-        }
-        Ok(out)
+        self.threads.finish()
     }
 }
 

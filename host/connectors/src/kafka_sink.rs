@@ -18,17 +18,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use crate::SinkError;
-use crate::file_sink::OutputWriter;
+use crate::output::{OutputThreads, OutputWriter};
 
 /// How to write to Kafka.
 #[derive(Debug, Clone)]
@@ -76,11 +74,9 @@ impl ProducerContext for Ctx {
     }
 }
 
-type Thread = JoinHandle<Result<u64, SinkError>>;
-
 /// Producer threads for the outputs written to Kafka.
 pub struct KafkaSink {
-    writers: Vec<(String, OutputWriter, Thread)>,
+    threads: OutputThreads,
 }
 
 impl KafkaSink {
@@ -91,7 +87,7 @@ impl KafkaSink {
         outputs: impl IntoIterator<Item = (&'a str, String)>,
         capacity: usize,
     ) -> Result<Self, SinkError> {
-        let mut writers = Vec::new();
+        let mut threads = OutputThreads::default();
         for (name, topic) in outputs {
             let err = |message: String| SinkError::Kafka {
                 output: name.to_string(),
@@ -124,7 +120,6 @@ impl KafkaSink {
                     .begin_transaction()
                     .map_err(|e| err(format!("cannot begin a transaction: {e}")))?;
             }
-            let (tx, rx) = bounded::<Vec<u8>>(capacity.max(1));
             let output = OutputThread {
                 name: name.to_string(),
                 topic,
@@ -135,49 +130,23 @@ impl KafkaSink {
                 commit_interval: settings.commit_interval,
                 flush_timeout: settings.flush_timeout,
             };
-            let handle = std::thread::Builder::new()
-                .name(format!("kafka-{name}"))
-                .spawn(move || output.run(rx))
+            threads
+                .spawn(name, format!("kafka-{name}"), capacity, move |rx| output.run(rx))
                 .map_err(|e| err(e.to_string()))?;
-            writers.push((name.to_string(), OutputWriter { tx }, handle));
         }
-        Ok(KafkaSink { writers })
+        Ok(KafkaSink { threads })
     }
 
     /// The writer of output `name`.
     pub fn writer(&self, name: &str) -> Option<OutputWriter> {
-        self.writers
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, w, _)| w.clone())
+        self.threads.writer(name)
     }
 
     /// Waits for every output to drain, be delivered and (exactly-once)
     /// committed; call after dropping all writer clones. Returns messages
     /// written per output.
     pub fn finish(self) -> Result<Vec<(String, u64)>, SinkError> {
-        let mut handles = Vec::new();
-        for (name, w, h) in self.writers {
-            drop(w);
-            handles.push((name, h));
-        }
-        let mut out = Vec::new();
-        let mut first_err = None;
-        for (name, h) in handles {
-            match h.join() {
-                Ok(Ok(n)) => out.push((name, n)),
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(SinkError::Panicked(name));
-                }
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        self.threads.finish()
     }
 }
 

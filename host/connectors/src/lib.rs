@@ -11,6 +11,9 @@ pub mod file_sink;
 pub mod file_source;
 pub mod kafka_sink;
 pub mod kafka_source;
+mod output;
+
+pub use output::OutputWriter;
 
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wafer_connectors::file_sink::OutputWriter;
+use wafer_connectors::OutputWriter;
 use wafer_core::dead_letter::{DeadLetter, Reason};
 use wafer_metrics::{IntCounter, Metrics};
 use wafer_wasm::FailKind;

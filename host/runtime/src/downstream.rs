@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wafer_connectors::file_sink::OutputWriter;
+use wafer_connectors::OutputWriter;
 use wafer_core::json::RowJson;
 use wafer_row::{Batch, Row, Schema};
 

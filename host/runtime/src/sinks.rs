@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use wafer_connectors::OutputWriter;
 use wafer_connectors::SinkError;
-use wafer_connectors::file_sink::{FileSink, OutputWriter};
+use wafer_connectors::file_sink::FileSink;
 use wafer_connectors::kafka_sink::{KafkaSink, KafkaSinkSettings};
 use wafer_job::Sink;
 

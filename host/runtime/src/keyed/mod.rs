@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use wafer_connectors::file_sink::OutputWriter;
+use wafer_connectors::OutputWriter;
 use wafer_core::dead_letter::{DeadLetter, Position};
 use wafer_core::json::RowJson;
 use wafer_core::watermark::{InputWatermarks, MAX_WATERMARK};
