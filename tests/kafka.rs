@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::{Scratch, assert_upserts, dead_letter_payload, repo, run_oracle, sorted};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -26,115 +24,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
-
-/// A tansu broker on a free loopback port, stopped on drop.
-struct Broker {
-    dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Broker {
-    /// A broker keeping topics in memory.
-    fn start() -> Broker {
-        Self::start_in(tempfile::tempdir().expect("tempdir"), None, "memory")
-    }
-
-    /// A broker in `dir`, on `port` (a free one if `None`), with `storage`
-    /// (`memory`, or `sqlite` to survive restarts).
-    fn start_in(dir: tempfile::TempDir, port: Option<&str>, storage: &str) -> Broker {
-        let addr = Self::launch(dir.path(), port, storage);
-        Broker { dir, addr }
-    }
-
-    fn launch(dir: &Path, port: Option<&str>, storage: &str) -> String {
-        let mut cmd = Command::new(repo().join("scripts/kafka-broker"));
-        cmd.arg("start").arg(dir).env("TANSU_STORAGE", storage);
-        if let Some(p) = port {
-            cmd.arg(p);
-        }
-        let out = cmd.output().expect("run scripts/kafka-broker");
-        assert!(
-            out.status.success(),
-            "broker did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn stop(&self) {
-        let _ = Command::new(repo().join("scripts/kafka-broker"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-
-    /// Stops the broker and starts it again on the same port and storage.
-    /// tansu does not set SO_REUSEADDR, so the port can only be bound again
-    /// once the killed broker's connections left TIME_WAIT (60 s on Linux).
-    fn restart(&mut self, storage: &str) {
-        self.stop();
-        let port = self.addr.rsplit(':').next().unwrap_or_default().to_string();
-        let deadline = Instant::now() + Duration::from_secs(150);
-        loop {
-            std::thread::sleep(Duration::from_secs(5));
-            let out = Command::new(repo().join("scripts/kafka-broker"))
-                .arg("start")
-                .arg(self.dir.path())
-                .arg(&port)
-                .env("TANSU_STORAGE", storage)
-                .output()
-                .expect("run scripts/kafka-broker");
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "broker did not restart: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!("broker log (last lines, newest first):\n{}", tail.join("\n"));
-        }
-    }
-}
-
-fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let results = rt
-        .block_on(admin.create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create topics");
-    for r in results {
-        r.expect("topic created");
-    }
-}
+use wafer_test_broker::{Broker, Storage};
 
 /// Which partition a test puts a key in (any stable function will do: the
 /// point is that all messages of a key share one partition, in order).
@@ -283,14 +173,11 @@ fn generate_events(s: &Scratch) -> PathBuf {
 
 #[test]
 fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
-    let broker = Broker::start();
+    let broker = Broker::start(Storage::Memory);
     let s = Scratch::new();
     let input = generate_events(&s);
     // Two partitions, three deserialization workers.
-    create_topics(
-        &broker.addr,
-        &[("events", 2), ("uf.purchases_5m", 3), ("uf.sessions", 3)],
-    );
+    broker.create_topics(&[("events", 2), ("uf.purchases_5m", 3), ("uf.sessions", 3)]);
     let sent = produce_lines(&broker.addr, "events", 2, &input, &["user_id"]);
 
     let out = s.path("kafka");
@@ -386,7 +273,7 @@ fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
 
 #[test]
 fn training_samples_from_kafka_match_the_oracle() {
-    let broker = Broker::start();
+    let broker = Broker::start(Storage::Memory);
     let s = Scratch::new();
     let (views, engagements) = s.generate_training(
         "t",
@@ -409,7 +296,7 @@ fn training_samples_from_kafka_match_the_oracle() {
             "5",
         ],
     );
-    create_topics(&broker.addr, &[("views", 2), ("engagements", 3)]);
+    broker.create_topics(&[("views", 2), ("engagements", 3)]);
     produce_lines(&broker.addr, "views", 2, &views, &["user_id", "item_id"]);
     produce_lines(
         &broker.addr,
@@ -455,18 +342,13 @@ fn training_samples_from_kafka_match_the_oracle() {
 
 #[test]
 fn an_empty_partition_does_not_stall_windows() {
-    let broker = Broker::start();
+    let broker = Broker::start(Storage::Memory);
     let s = Scratch::new();
     // Four partitions, of which only some get messages; the job is
     // unbounded, so nothing but the data moves the watermark.
-    create_topics(
-        &broker.addr,
-        &[("in", 4), ("out.purchases_5m", 2), ("out.sessions", 2)],
-    );
-    let input = s.path("in.jsonl");
-    std::fs::write(&input, minutes_of_purchases(0, 20, 4)).unwrap();
+    broker.create_topics(&[("in", 4), ("out.purchases_5m", 2), ("out.sessions", 2)]);
     // Keys spread over partitions 0 and 1 only.
-    let placed = produce_lines(&broker.addr, "in", 2, &input, &["user_id"]);
+    let placed = produce_purchases(&s, &broker.addr, "in", 2, 0..20, 4);
     let used: BTreeSet<i32> = placed.iter().map(|(p, _, _)| *p).collect();
     assert!(used.len() < 4, "every partition got messages: {used:?}");
     let child = start_unbounded(&s, &broker.addr, "in", "out.", "3s");
@@ -558,11 +440,19 @@ sink: { file: { dir: out } }
     );
 }
 
-/// `n` minutes of purchases, one per user per minute from minute `from`,
-/// as JSON lines; times start at a 5-minute boundary.
-fn minutes_of_purchases(from: i64, n: i64, users: usize) -> String {
+/// Produces one purchase per user per minute of `minutes` to `topic`
+/// (keys spread over its first `partitions` partitions, as
+/// [`produce_lines`] places them); times start at a 5-minute boundary.
+fn produce_purchases(
+    s: &Scratch,
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    minutes: std::ops::Range<i64>,
+    users: usize,
+) -> Vec<(i32, i64, Vec<u8>)> {
     let mut text = String::new();
-    for m in from..from + n {
+    for m in minutes.clone() {
         for u in 0..users {
             let t = MINUTE_BASE + m * 60_000 + u as i64;
             text.push_str(&format!(
@@ -570,7 +460,9 @@ fn minutes_of_purchases(from: i64, n: i64, users: usize) -> String {
             ));
         }
     }
-    text
+    let file = s.path(&format!("{topic}-{}-{}.jsonl", minutes.start, minutes.end));
+    std::fs::write(&file, text).expect("write input");
+    produce_lines(brokers, topic, partitions, &file, &["user_id"])
 }
 
 const MINUTE_BASE: i64 = 1_699_999_800_000;
@@ -649,15 +541,10 @@ fn windows(users: usize, starts: std::ops::Range<i64>) -> BTreeSet<(String, i64,
 #[test]
 fn a_broker_restarted_mid_run_loses_nothing() {
     // Topics in SQLite, so that the restarted broker still has them.
-    let mut broker = Broker::start_in(tempfile::tempdir().expect("tempdir"), None, "sqlite");
+    let mut broker = Broker::start(Storage::Sqlite);
     let s = Scratch::new();
-    create_topics(
-        &broker.addr,
-        &[("r", 2), ("r.purchases_5m", 2), ("r.sessions", 2)],
-    );
-    let first = s.path("first.jsonl");
-    std::fs::write(&first, minutes_of_purchases(0, 11, 4)).unwrap();
-    produce_lines(&broker.addr, "r", 2, &first, &["user_id"]);
+    broker.create_topics(&[("r", 2), ("r.purchases_5m", 2), ("r.sessions", 2)]);
+    produce_purchases(&s, &broker.addr, "r", 2, 0..11, 4);
     // Partitions must not turn idle while the broker is away: records of a
     // partition that resumes behind the watermark would (rightly) be late.
     let child = start_unbounded(&s, &broker.addr, "r", "r.", "10m");
@@ -667,10 +554,8 @@ fn a_broker_restarted_mid_run_loses_nothing() {
     assert!(early.is_subset(&got), "before the restart: {got:?}");
 
     // The broker goes away for about a minute while the job runs.
-    broker.restart("sqlite");
-    let second = s.path("second.jsonl");
-    std::fs::write(&second, minutes_of_purchases(11, 9, 4)).unwrap();
-    produce_lines(&broker.addr, "r", 2, &second, &["user_id"]);
+    broker.restart();
+    produce_purchases(&s, &broker.addr, "r", 2, 11..20, 4);
     // Everything up to minute 19 read: the windows at 0, 5 and 10 minutes
     // have fired with all their purchases; none was lost across the restart.
     let all = windows(4, 0..3);

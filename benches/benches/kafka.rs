@@ -7,63 +7,15 @@
 //! `WAFER_BENCH_USERS` (default 100,000) its keys, `WAFER_BENCH_RUNS` the
 //! runs per source (default 3, median kept).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use wafer_benches::{env_usize, example_job, interactions_file, rate, repo, write_results};
+use wafer_benches::{env_usize, example_job, interactions_file, rate, write_results};
 use wafer_metrics::Metrics;
-
-/// A tansu broker, stopped on drop.
-struct Broker {
-    dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(repo().join("scripts/kafka-broker"))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("scripts/kafka-broker");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Broker { dir, addr }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/kafka-broker"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+use wafer_test_broker::{Broker, Storage};
 
 fn produce(brokers: &str, topic: &str, input: &std::path::Path) -> (u64, f64) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    for r in rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, 2, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .expect("create topic")
-    {
-        r.expect("topic");
-    }
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "50")
@@ -115,7 +67,8 @@ fn main() {
             "20",
         ],
     );
-    let broker = Broker::start();
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topics(&[("events", 2)]);
     let (produced, secs) = produce(&broker.addr, "events", &input);
     eprintln!("produced {produced} messages in {secs:.1}s");
     let out = tempfile::tempdir().expect("tempdir");
