@@ -229,7 +229,8 @@ fn run_kafka_source(
     batch_size: usize,
 ) -> Result<SourceStats, KafkaSourceError> {
     let mut chunker = Chunker::new(senders, batch_size);
-    let mut origins: Vec<Arc<Origin>> = Vec::new();
+    // The origin of each lane, made once.
+    let mut origins: Vec<Option<Arc<Origin>>> = Vec::new();
     let mut last_sent = std::time::Instant::now();
     tracing::info!(source = %reader.describe(), "reading");
     loop {
@@ -237,15 +238,15 @@ fn run_kafka_source(
         let more = reader.read(max, KAFKA_LINGER, |r| {
             let lane = r.lane as usize;
             if origins.len() <= lane {
-                origins.resize_with(lane + 1, || Arc::new(Origin::File(Arc::from(""))));
+                origins.resize(lane + 1, None);
             }
-            if !matches!(&*origins[lane], Origin::Kafka { .. }) {
-                origins[lane] = Arc::new(Origin::Kafka {
+            let origin = origins[lane].get_or_insert_with(|| {
+                Arc::new(Origin::Kafka {
                     topic: r.partition.0.clone(),
                     partition: r.partition.1,
-                });
-            }
-            chunker.push(&origins[lane], r.lane, r.offset.max(0) as u64, r.payload);
+                })
+            });
+            chunker.push(origin, r.lane, r.offset.max(0) as u64, r.payload);
         })?;
         if !chunker.is_empty() || last_sent.elapsed() >= KAFKA_HEARTBEAT {
             if !chunker.send_with(Some(Arc::new(reader.lanes()))) {
