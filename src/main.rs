@@ -31,6 +31,36 @@ enum Command {
         /// job ends: the record of a bounded run.
         #[arg(long)]
         metrics_file: Option<PathBuf>,
+        /// Start from this savepoint (`<checkpoint dir>/savepoints/<name>`)
+        /// instead of the latest checkpoint.
+        #[arg(long)]
+        from_savepoint: Option<PathBuf>,
+        /// Drop the state of sources and operators the job no longer has
+        /// (otherwise starting from such a checkpoint is refused).
+        #[arg(long)]
+        allow_dropped_state: bool,
+    },
+    /// Asks a running job for a savepoint and waits for it; prints its path.
+    Savepoint {
+        /// The job's checkpoint directory (`checkpoints.dir`).
+        dir: PathBuf,
+        /// Its name (default: `sp-<time>`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Stop the job once the savepoint is written.
+        #[arg(long)]
+        stop: bool,
+        /// How long to wait for the job.
+        #[arg(long, default_value = "120")]
+        timeout_secs: u64,
+    },
+    /// Lists the checkpoints and savepoints of a checkpoint directory.
+    Checkpoints {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Delete this savepoint.
+        #[arg(long)]
+        delete_savepoint: Option<String>,
     },
     /// Checks a job file and loads its components, without reading any input.
     Check {
@@ -88,10 +118,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             job,
             metrics_addr,
             metrics_file,
+            from_savepoint,
+            allow_dropped_state,
         } => {
             let job = Job::load(&job).map_err(config)?;
             let metrics = Metrics::new();
-            let prepared = wafer_runtime::prepare(&job, metrics.clone()).map_err(config)?;
+            let opts = wafer_runtime::StartOptions {
+                savepoint: from_savepoint,
+                allow_dropped_state,
+            };
+            let prepared = wafer_runtime::prepare_from(&job, metrics.clone(), &Default::default(), &opts)
+                .map_err(config)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -134,6 +171,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 for (name, bytes) in &summary.outputs {
                     tracing::info!(output = name, bytes, "output written");
                 }
+                if summary.stopped {
+                    tracing::info!("stopped with a savepoint");
+                }
                 Ok(())
             })
         }
@@ -168,6 +208,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Savepoint {
+            dir,
+            name,
+            stop,
+            timeout_secs,
+        } => savepoint(&dir, name, stop, timeout_secs),
+        Command::Checkpoints {
+            dir,
+            delete_savepoint,
+        } => {
+            let store = wafer_checkpoint::CheckpointStore::local(&dir, usize::MAX).map_err(config)?;
+            if let Some(name) = delete_savepoint {
+                store.delete_savepoint(&name).map_err(config)?;
+                println!("deleted savepoint {name}");
+                return Ok(());
+            }
+            let (latest, skipped) = store.latest().map_err(config)?;
+            match latest {
+                Some(m) => println!(
+                    "latest checkpoint: {} ({} state files, {} bytes)",
+                    m.id,
+                    m.files.len(),
+                    m.files.iter().map(|f| f.size).sum::<u64>()
+                ),
+                None => println!("no complete checkpoint"),
+            }
+            for s in skipped {
+                println!("skipped checkpoint {}: {}", s.id, s.reason);
+            }
+            for name in store.savepoints().map_err(config)? {
+                println!("savepoint: {}", dir.join("savepoints").join(name).display());
+            }
+            Ok(())
+        }
         Command::Inspect { component } => {
             let rt = wafer_wasm::WasmRuntime::new().map_err(config)?;
             let mut last = None;
@@ -196,4 +270,71 @@ fn run(cli: Cli) -> Result<(), Failure> {
             ))
         }
     }
+}
+
+/// Leaves a savepoint request for the job running with checkpoint directory
+/// `dir` and waits for its answer.
+fn savepoint(
+    dir: &std::path::Path,
+    name: Option<String>,
+    stop: bool,
+    timeout_secs: u64,
+) -> Result<(), Failure> {
+    let name = name.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        format!("sp-{secs}")
+    });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || name.starts_with('.')
+    {
+        return Err(config(anyhow::anyhow!(
+            "savepoint name `{name}`: use letters, digits, `.`, `_` and `-`"
+        )));
+    }
+    if !dir.is_dir() {
+        return Err(config(anyhow::anyhow!(
+            "{} is not a checkpoint directory",
+            dir.display()
+        )));
+    }
+    let requests = wafer_runtime::requests_dir(dir);
+    std::fs::create_dir_all(&requests)
+        .with_context(|| format!("cannot create {}", requests.display()))
+        .map_err(Failure::Runtime)?;
+    let tmp = requests.join(format!("{name}.tmp"));
+    let request = requests.join(format!("{name}.request"));
+    std::fs::write(&tmp, if stop { "stop" } else { "keep" })
+        .and_then(|()| std::fs::rename(&tmp, &request))
+        .with_context(|| format!("cannot write {}", request.display()))
+        .map_err(Failure::Runtime)?;
+    let (done, failed) = (
+        requests.join(format!("{name}.done")),
+        requests.join(format!("{name}.failed")),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    while std::time::Instant::now() < deadline {
+        if let Ok(path) = std::fs::read_to_string(&done) {
+            let _ = std::fs::remove_file(&done);
+            println!("{path}");
+            return Ok(());
+        }
+        if let Ok(why) = std::fs::read_to_string(&failed) {
+            let _ = std::fs::remove_file(&failed);
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "savepoint `{name}` failed: {why}"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&request);
+    Err(Failure::Runtime(anyhow::anyhow!(
+        "no job answered within {timeout_secs}s (is a job with checkpoints in {} running?)",
+        dir.display()
+    )))
 }

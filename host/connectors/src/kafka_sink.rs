@@ -12,9 +12,10 @@
 //! Delivery: librdkafka retries transient failures; a message that still
 //! fails is never dropped silently: the sink counts it and the job ends with
 //! an error naming the output. `exactly-once` produces inside Kafka
-//! transactions committed every `commit_interval` and at the end (tied to
-//! checkpoints once the host has them), so read-committed consumers see
-//! each record once.
+//! transactions, so read-committed consumers see each record once. With
+//! checkpoints a transaction holds one checkpoint epoch and is committed
+//! when the epoch ends at this output (see `output`); without, it is
+//! committed every `commit_interval`. Both commit at the end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,8 +26,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use crate::SinkError;
-use crate::output::{OutputThreads, OutputWriter};
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use crate::output::{EpochGate, Event, OutputThreads, OutputWriter};
+use crate::{SinkCut, SinkError};
 
 /// How to write to Kafka.
 #[derive(Debug, Clone)]
@@ -82,10 +85,13 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Creates a producer per `(output, topic)` (starting its transactions
     /// when exactly-once) and its thread.
+    /// `cuts`: the job takes checkpoints; transactions follow their epochs
+    /// and each epoch's end is reported there.
     pub fn create<'a>(
         settings: &KafkaSinkSettings,
         outputs: impl IntoIterator<Item = (&'a str, String)>,
         capacity: usize,
+        cuts: Option<Sender<SinkCut>>,
     ) -> Result<Self, SinkError> {
         let mut threads = OutputThreads::default();
         for (name, topic) in outputs {
@@ -129,6 +135,7 @@ impl KafkaSink {
                 exactly_once: settings.exactly_once,
                 commit_interval: settings.commit_interval,
                 flush_timeout: settings.flush_timeout,
+                cuts: cuts.clone(),
             };
             threads
                 .spawn(name, format!("kafka-{name}"), capacity, move |rx| output.run(rx))
@@ -159,6 +166,7 @@ struct OutputThread {
     exactly_once: bool,
     commit_interval: Duration,
     flush_timeout: Duration,
+    cuts: Option<Sender<SinkCut>>,
 }
 
 impl OutputThread {
@@ -169,18 +177,43 @@ impl OutputThread {
         }
     }
 
-    fn run(self, rx: crossbeam_channel::Receiver<Vec<u8>>) -> Result<u64, SinkError> {
+    fn run(self, mut gate: EpochGate) -> Result<u64, SinkError> {
         let mut sent = 0u64;
         let mut last_commit = Instant::now();
-        for buf in rx {
-            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let key = message_key(line, &self.key_by);
-                self.send(line, key.as_deref())?;
-                sent += 1;
+        // With checkpoints, epochs decide when transactions commit.
+        let on_timer = self.exactly_once && self.cuts.is_none();
+        loop {
+            match gate.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Lines(buf)) => {
+                    for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                        let key = message_key(line, &self.key_by);
+                        self.send(line, key.as_deref())?;
+                        sent += 1;
+                    }
+                }
+                Ok(Event::EpochEnd(n)) => {
+                    if self.exactly_once {
+                        self.commit(true)?;
+                    } else {
+                        self.producer
+                            .flush(self.flush_timeout)
+                            .map_err(|e| self.err(format!("flushing: {e}")))?;
+                    }
+                    self.check()?;
+                    if let Some(c) = &self.cuts {
+                        let _ = c.send(SinkCut {
+                            output: self.name.clone(),
+                            barrier: n,
+                            file_length: None,
+                        });
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
             self.producer.poll(Duration::ZERO);
             self.check()?;
-            if self.exactly_once && last_commit.elapsed() >= self.commit_interval {
+            if on_timer && last_commit.elapsed() >= self.commit_interval {
                 self.commit(true)?;
                 last_commit = Instant::now();
             }

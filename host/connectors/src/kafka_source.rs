@@ -294,10 +294,14 @@ impl KafkaReader {
         for (k, v) in &settings.properties {
             cfg.set(k, v);
         }
-        let shared = Arc::new(Mutex::new(Shared {
-            positions: positions.into_iter().collect(),
-            ..Shared::default()
-        }));
+        let mut shared = Shared::default();
+        // Restored partitions get lanes 0, 1, … in the order given, so the
+        // caller can restore their watermarks before the first record.
+        for (key, offset) in positions {
+            shared.lane(&key);
+            shared.positions.insert(key, offset);
+        }
+        let shared = Arc::new(Mutex::new(shared));
         let consumer: BaseConsumer<Ctx> = cfg
             .create_with_context(Ctx {
                 shared: shared.clone(),
@@ -581,6 +585,32 @@ impl KafkaReader {
             .collect();
         v.sort_unstable();
         v
+    }
+
+    /// Every lane's partition, as `topic/partition`, by lane number.
+    pub fn lane_names(&self) -> Vec<(u32, String)> {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<(u32, String)> = shared
+            .lanes
+            .iter()
+            .map(|((t, p), (_, lane))| (*lane, format!("{t}/{p}")))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Commits the given positions to the group (those of a completed
+    /// checkpoint), for monitoring tools.
+    pub fn commit_positions(&mut self, positions: &[((String, i32), i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in positions {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::warn!(error = %e, "committing kafka offsets failed");
+        }
     }
 
     /// Next offset to read per partition, in partition order.

@@ -13,7 +13,19 @@ pub mod kafka_sink;
 pub mod kafka_source;
 mod output;
 
-pub use output::OutputWriter;
+pub use output::{EpochGate, Event, OutputWriter};
+
+/// An output's part of a checkpoint: every line before barrier `barrier`
+/// is written (and, for a file, on disk), none after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkCut {
+    /// The output.
+    pub output: String,
+    /// The checkpoint.
+    pub barrier: u64,
+    /// A file output's length at the cut.
+    pub file_length: Option<u64>,
+}
 
 use std::path::PathBuf;
 

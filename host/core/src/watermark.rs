@@ -38,6 +38,11 @@ impl BoundedOutOfOrderness {
         }
     }
 
+    /// The largest event time seen (what a checkpoint records).
+    pub fn max_seen(&self) -> Option<i64> {
+        self.max_seen
+    }
+
     /// The current watermark.
     pub fn watermark(&self) -> i64 {
         match self.max_seen {
@@ -115,6 +120,26 @@ impl LaneWatermarks {
         l.tracker.observe(t);
         l.active_ms = now_ms;
         before
+    }
+
+    /// Every lane's largest event time seen and whether it is finished
+    /// (what a checkpoint records), by lane number.
+    pub fn snapshot(&self) -> Vec<(u32, Option<i64>, bool)> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.map(|l| (i as u32, l.tracker.max_seen(), l.finished)))
+            .collect()
+    }
+
+    /// Restores a lane from a checkpoint, as if it had seen records up to
+    /// `max_seen`, at wall-clock `now_ms`.
+    pub fn restore(&mut self, lane: u32, max_seen: Option<i64>, finished: bool, now_ms: u64) {
+        let l = self.lane(lane, now_ms);
+        if let Some(t) = max_seen {
+            l.tracker.observe(t);
+        }
+        l.finished |= finished;
     }
 
     /// The worker's watermark at wall-clock `now_ms`: the minimum over
@@ -206,6 +231,19 @@ impl InputWatermarks {
     /// Whether input `i` is idle.
     pub fn is_idle(&self, i: usize) -> bool {
         self.inputs.get(i).is_some_and(|x| x.idle)
+    }
+
+    /// Each input's watermark (what a checkpoint records).
+    pub fn snapshot(&self) -> Vec<i64> {
+        self.inputs.iter().map(|x| x.watermark).collect()
+    }
+
+    /// Restores the inputs' watermarks and the operator's from a checkpoint.
+    pub fn restore(&mut self, inputs: &[i64], current: i64) {
+        for (x, &wm) in self.inputs.iter_mut().zip(inputs) {
+            x.watermark = wm;
+        }
+        self.current = self.current.max(current);
     }
 
     /// Whether every input has ended.

@@ -17,6 +17,7 @@ pub const RUST_GUESTS: &[&str] = &[
     "bench-noop",
     "bench-keep-all",
     "sessions",
+    "sessions-v2",
     "probe",
     "view-json",
     "engagement-json",

@@ -88,6 +88,21 @@ pub struct Job {
     pub keyed: Option<Keyed>,
     /// The sink.
     pub sink: Sink,
+    /// Periodic checkpoints, if on.
+    pub checkpoints: Option<Checkpoints>,
+}
+
+/// Periodic checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoints {
+    /// Where checkpoints and savepoints live.
+    pub dir: PathBuf,
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+    /// Checkpoints that may fail in a row before the job fails.
+    pub tolerable_failures: u32,
 }
 
 /// The keyed stage: windows and processors over keyed sources.
@@ -234,6 +249,9 @@ pub enum KafkaStart {
 pub struct Source {
     /// The source's name.
     pub name: String,
+    /// Its stable id: where its position is found in checkpoints and
+    /// savepoints, whatever the job's other changes.
+    pub id: String,
     /// Where it reads.
     pub kind: SourceKind,
     /// How records are delimited.
@@ -493,8 +511,19 @@ impl Job {
                 Some(w) => watermark(w, Some(job_watermark)),
                 None => job_watermark,
             };
+            let id = match (&kind, &s.file) {
+                (SourceKind::Kafka(k), _) => k.id.clone(),
+                (SourceKind::File { .. }, Some(f)) => match f.id.as_deref().map(str::trim) {
+                    Some(id) if !id.is_empty() => id.to_string(),
+                    // The path as written (before resolving), so that moving
+                    // the job file or the checkout keeps the id.
+                    _ => format!("file:{}", f.path.trim()),
+                },
+                (SourceKind::File { path, .. }, None) => format!("file:{path}"),
+            };
             sources.push(Source {
                 name,
+                id,
                 kind,
                 framing,
                 deserializer,
@@ -531,6 +560,37 @@ impl Job {
         if sink.files.is_none() && sink.kafka.is_none() {
             return Err(invalid("sink", "a sink needs a kind (`file` or `kafka`)".into()));
         }
+        let checkpoints = match spec.checkpoints.dir.as_deref().map(str::trim) {
+            Some(d) if !d.is_empty() => {
+                let interval = spec.checkpoints.interval.unwrap_or(Duration::from_secs(10));
+                if interval.is_zero() {
+                    return Err(invalid("checkpoints.interval", "must be more than 0".into()));
+                }
+                let retain = spec.checkpoints.retain.unwrap_or(3);
+                if retain == 0 {
+                    return Err(invalid("checkpoints.retain", "keep at least 1 checkpoint".into()));
+                }
+                Some(Checkpoints {
+                    dir: resolve(d),
+                    interval,
+                    retain,
+                    tolerable_failures: spec.checkpoints.tolerable_failures.unwrap_or(3),
+                })
+            }
+            _ => None,
+        };
+        let mut ids = BTreeMap::new();
+        for s in &sources {
+            if let Some(other) = ids.insert(s.id.as_str(), s.name.as_str()) {
+                return Err(invalid(
+                    &format!("sources.{}", s.name),
+                    format!(
+                        "has the same state id `{}` as source `{other}`; give one an `id`",
+                        s.id
+                    ),
+                ));
+            }
+        }
 
         Ok(Job {
             name: spec.name,
@@ -543,6 +603,7 @@ impl Job {
             sources,
             keyed,
             sink,
+            checkpoints,
         })
     }
 

@@ -62,6 +62,27 @@ pub struct JobFile {
     pub processors: BTreeMap<String, ProcessorSpec>,
     /// Where outputs go.
     pub sink: SinkSpec,
+    /// Periodic checkpoints (off without a directory).
+    #[serde(default)]
+    pub checkpoints: CheckpointSpec,
+}
+
+/// Checkpoint settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Directory of checkpoints and savepoints; empty or absent: off.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Time between checkpoints (default 10s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Complete checkpoints kept (default 3).
+    #[serde(default)]
+    pub retain: Option<usize>,
+    /// Checkpoints that may fail in a row before the job fails (default 3).
+    #[serde(default)]
+    pub tolerable_failures: Option<u32>,
 }
 
 /// Watermark settings.
@@ -277,6 +298,9 @@ pub struct FileSourceSpec {
     /// Largest record accepted; larger ones are dead-lettered.
     #[serde(default, deserialize_with = "opt_size")]
     pub max_record: Option<usize>,
+    /// Stable id of the source's state (default: `file:` and the path).
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// A Kafka source: raw message values of one or more topics.

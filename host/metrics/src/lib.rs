@@ -67,7 +67,33 @@ pub struct Metrics {
     watermark_lag: GaugeVec,
     state_size: GaugeVec,
     peak_rss: prometheus::Gauge,
+    checkpoints: IntCounterVec,
+    checkpoint_seconds: HistogramVec,
+    checkpoint_gauges: GaugeVec,
     guests: RwLock<GuestRegistry>,
+}
+
+/// Handles on the checkpoint metrics (see [`Metrics::checkpoint`]).
+#[derive(Clone)]
+pub struct CheckpointMetrics {
+    /// Completed checkpoints and savepoints.
+    pub completed: IntCounter,
+    /// Failed ones.
+    pub failed: IntCounter,
+    /// Trigger to manifest.
+    pub total: Histogram,
+    /// How long keyed workers waited for the state snapshot.
+    pub pause: Histogram,
+    /// Id of the last completed one.
+    pub id: Gauge,
+    /// Its state size.
+    pub bytes: Gauge,
+    /// Bytes it uploaded (new state files).
+    pub uploaded: Gauge,
+    /// Its number of state files.
+    pub files: Gauge,
+    /// When it completed (epoch seconds).
+    pub completed_at: Gauge,
 }
 
 /// Peak resident set size of this process (Linux), in bytes.
@@ -179,6 +205,22 @@ impl Metrics {
                 )
                 .unwrap_or_else(|e| panic!("peak_rss: {e}")),
             ),
+            checkpoints: counter(
+                "wafer_checkpoints_total",
+                "Checkpoints and savepoints by outcome (completed, failed).",
+                &["outcome"],
+            ),
+            checkpoint_seconds: hist(
+                "wafer_checkpoint_seconds",
+                "Time from a checkpoint's trigger to its manifest (total), and how long it paused the keyed workers (pause).",
+                &["phase"],
+                exponential_buckets(0.001, 2.0, 16).unwrap_or_default(),
+            ),
+            checkpoint_gauges: gauge(
+                "wafer_checkpoint",
+                "The last completed checkpoint: id, bytes of state, bytes uploaded, files, completion time (epoch seconds).",
+                &["what"],
+            ),
             guests: RwLock::new(GuestRegistry::default()),
             registry: r,
         })
@@ -223,6 +265,25 @@ impl Metrics {
         ComponentMetrics {
             seconds: self.component_seconds.with_label_values(&[stage, component]),
             calls: self.component_calls.with_label_values(&[stage, component]),
+        }
+    }
+
+    /// Checkpoint metrics: (completed, failed) counters, (total, pause)
+    /// duration histograms, and gauges of the last completed one (id, state
+    /// bytes, uploaded bytes, files, completed at). Its age is the time
+    /// since "completed at".
+    pub fn checkpoint(&self) -> CheckpointMetrics {
+        let g = |w: &str| self.checkpoint_gauges.with_label_values(&[w]);
+        CheckpointMetrics {
+            completed: self.checkpoints.with_label_values(&["completed"]),
+            failed: self.checkpoints.with_label_values(&["failed"]),
+            total: self.checkpoint_seconds.with_label_values(&["total"]),
+            pause: self.checkpoint_seconds.with_label_values(&["pause"]),
+            id: g("id"),
+            bytes: g("state_bytes"),
+            uploaded: g("uploaded_bytes"),
+            files: g("files"),
+            completed_at: g("completed_at_seconds"),
         }
     }
 

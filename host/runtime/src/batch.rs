@@ -41,6 +41,8 @@ pub struct RawBatch {
     pub chunk: u64,
     /// Sequence number of each record in the source.
     pub seqs: Vec<u64>,
+    /// A checkpoint barrier (the batch has no records).
+    pub barrier: Option<u64>,
 }
 
 impl RawBatch {
@@ -54,6 +56,7 @@ impl RawBatch {
             lane_status: None,
             chunk: 0,
             seqs: Vec::with_capacity(n),
+            barrier: None,
         }
     }
 

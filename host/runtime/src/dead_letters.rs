@@ -48,6 +48,14 @@ impl DeadLetters {
     }
 }
 
+impl DeadLetters {
+    /// Sends what was recorded, then checkpoint barrier `id`.
+    pub(crate) fn barrier(&mut self, id: u64) {
+        self.flush();
+        self.writer.barrier(id);
+    }
+}
+
 impl Drop for DeadLetters {
     fn drop(&mut self) {
         self.flush();

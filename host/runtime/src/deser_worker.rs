@@ -14,6 +14,7 @@ use wafer_row::{BatchBuf, Row, Schema};
 use wafer_wasm::{Decoded, DeserializeStage, FilterStage};
 
 use crate::batch::RawBatch;
+use crate::checkpoint::Report;
 use crate::dead_letters::{DeadLetters, reason_of};
 use crate::downstream::Downstream;
 
@@ -66,6 +67,8 @@ pub(crate) struct DeserWorker {
     pub(crate) metrics: Arc<Metrics>,
     /// This worker's event-time watermark, per lane (partition).
     pub(crate) watermark: LaneWatermarks,
+    /// With checkpoints: (source index, worker index, the coordinator).
+    pub(crate) link: Option<(usize, usize, crossbeam_channel::Sender<Report>)>,
 }
 
 impl DeserWorker {
@@ -93,6 +96,22 @@ impl DeserWorker {
             }
 
             let now_ms = wafer_core::time::now_ms().max(0) as u64;
+            if let Some(id) = batch.barrier {
+                // Everything before the barrier is handled: record the
+                // watermarks and pass the barrier on.
+                self.dead_letters.barrier(id);
+                let wm = self.watermark.watermark(now_ms);
+                self.downstream.barrier(id, batch.chunk, wm);
+                if let Some((source, worker, reports)) = &self.link {
+                    let _ = reports.send(Report::Deser {
+                        source: *source,
+                        worker: *worker,
+                        id,
+                        lanes: self.watermark.snapshot(),
+                    });
+                }
+                continue;
+            }
             if let Some(status) = &batch.lane_status {
                 for &(lane, finished) in status.iter() {
                     self.watermark.register(lane, finished, now_ms);

@@ -63,6 +63,17 @@ impl Downstream {
         }
     }
 
+    /// Passes checkpoint barrier `id` (chunk `chunk` of the source) on,
+    /// with the worker's watermark.
+    pub(crate) fn barrier(&mut self, id: u64, chunk: u64, watermark: i64) {
+        if let Some((writer, _)) = &self.output {
+            writer.barrier(id);
+        }
+        if let Some(router) = &mut self.keyed {
+            router.barrier(id, chunk, watermark);
+        }
+    }
+
     /// No more rows will come.
     pub(crate) fn finish(self) {
         if let Some(router) = &self.keyed {

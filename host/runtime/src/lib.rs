@@ -16,11 +16,13 @@
 //! than buffer without limit.
 
 mod batch;
+mod checkpoint;
 mod dead_letters;
 mod deser_worker;
 mod downstream;
 mod keyed;
 mod plan;
+mod restore;
 mod sinks;
 mod source;
 mod telemetry;
@@ -34,7 +36,9 @@ use wafer_job::Job;
 use wafer_metrics::Metrics;
 use wafer_wasm::LoadError;
 
+pub use checkpoint::requests_dir;
 pub use deser_worker::Deserialize;
+pub use restore::StartOptions;
 pub use source::{ReadError as SourceFailure, SourceStats};
 use wafer_wasm::ProcessorStage;
 pub use wafer_wasm::{
@@ -84,6 +88,9 @@ pub struct Summary {
     pub sources: Vec<(String, SourceStats)>,
     /// Bytes written per output.
     pub outputs: Vec<(String, u64)>,
+    /// The job stopped with a savepoint instead of reaching the end of its
+    /// input.
+    pub stopped: bool,
 }
 
 pub(crate) struct PreparedSource {
@@ -91,6 +98,7 @@ pub(crate) struct PreparedSource {
     reader: source::Reader,
     workers: Vec<DeserWorker>,
     dead_letters: DeadLetters,
+    link: Option<source::SourceLink>,
 }
 
 /// A job ready to run: components loaded and instantiated, sources and
@@ -172,7 +180,18 @@ pub fn prepare(job: &Job, metrics: Arc<Metrics>) -> Result<Prepared, RuntimeErro
 
 /// Like [`prepare`], serving the components named in `natives` natively.
 pub fn prepare_with(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Result<Prepared, RuntimeError> {
-    let plan = plan::prepare(job, metrics, natives)?;
+    prepare_from(job, metrics, natives, &StartOptions::default())
+}
+
+/// Like [`prepare_with`], starting as `opts` says (from a savepoint; with
+/// checkpoints on, from the latest complete checkpoint by default).
+pub fn prepare_from(
+    job: &Job,
+    metrics: Arc<Metrics>,
+    natives: &Natives,
+    opts: &StartOptions,
+) -> Result<Prepared, RuntimeError> {
+    let plan = plan::prepare(job, metrics, natives, opts)?;
     Ok(Prepared {
         batch_size: job.batch_size,
         channel_capacity: job.channel_capacity,
@@ -183,8 +202,20 @@ pub fn prepare_with(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Resu
 impl Prepared {
     /// Runs every source to its end and waits for the outputs to be written.
     pub fn run(self) -> Result<Summary, RuntimeError> {
-        let plan = self.plan;
+        let mut plan = self.plan;
         let spawn_err = |e: std::io::Error| RuntimeError::Internal(format!("cannot start a thread: {e}"));
+        let (coordinator, shutdown) = match plan.coordinator.take() {
+            Some((setup, reports)) => (
+                Some(
+                    std::thread::Builder::new()
+                        .name("checkpoints".into())
+                        .spawn(move || checkpoint::run_coordinator(setup))
+                        .map_err(spawn_err)?,
+                ),
+                Some(reports),
+            ),
+            None => (None, None),
+        };
         let mut keyed_threads = Vec::new();
         for (w, rx) in plan.keyed {
             keyed_threads.push(
@@ -210,18 +241,23 @@ impl Prepared {
             }
             let name = src.name.clone();
             let batch_size = self.batch_size;
+            let link = src.link;
             let handle = std::thread::Builder::new()
                 .name(format!("source-{name}"))
-                .spawn(move || source::run_source(name, src.reader, senders, batch_size, src.dead_letters))
+                .spawn(move || {
+                    source::run_source(name, src.reader, senders, batch_size, src.dead_letters, link)
+                })
                 .map_err(spawn_err)?;
             source_threads.push((src.name.to_string(), handle));
         }
         let mut summary = Summary::default();
         let mut first_error = None;
+        let control = plan.control.clone();
         for (name, h) in source_threads {
             match h.join() {
                 Ok(Ok(stats)) => summary.sources.push((name, stats)),
                 Ok(Err(error)) => {
+                    control.fail();
                     first_error.get_or_insert(RuntimeError::Source {
                         source_name: name,
                         error: Box::new(error),
@@ -241,14 +277,17 @@ impl Prepared {
             match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
+                    control.fail();
                     first_error.get_or_insert(e);
                 }
                 Err(_) => {
+                    control.fail();
                     first_error.get_or_insert(RuntimeError::Internal("a keyed worker panicked".into()));
                 }
             }
         }
-        if let (Some(db), true) = (&plan.state_db, plan.keep_state) {
+        summary.stopped = control.stopping();
+        if let (Some(db), true, false) = (&plan.state_db, plan.keep_state, summary.stopped) {
             // The watermark is at +infinity: everything with a TTL has
             // expired. Compacting applies that to the files on disk.
             db.set_expiry_horizon(i64::MAX);
@@ -256,9 +295,31 @@ impl Prepared {
                 first_error.get_or_insert(RuntimeError::Internal(format!("compacting state: {e}")));
             }
         }
+        // Outputs end their last epochs as they close; the coordinator can
+        // then finish a checkpoint (or the savepoint of a stop) under way.
+        let outputs = plan.sink.finish();
+        if let Some(f) = plan.cut_forwarder.take() {
+            let _ = f.join();
+        }
+        if let Some(s) = shutdown {
+            let _ = s.send(checkpoint::Report::Shutdown);
+        }
+        if let Some(c) = coordinator {
+            match c.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(RuntimeError::Internal(
+                        "the checkpoint coordinator panicked".into(),
+                    ));
+                }
+            }
+        }
         drop(plan.state_db);
         drop(plan.temp_state);
-        summary.outputs = plan.sink.finish()?;
+        summary.outputs = outputs?;
         match first_error {
             Some(e) => Err(e),
             None => Ok(summary),

@@ -22,14 +22,17 @@ use wafer_wasm::{
     StateKind, WasmRuntime, World,
 };
 
+use crate::checkpoint::{Control, CoordinatorSetup, KeyedLink, Report, SourceMeta};
 use crate::dead_letters::DeadLetters;
 use crate::deser_worker::{DeserWorker, Step};
 use crate::downstream::Downstream;
 use crate::keyed::{
     Core, KeyedMsg, KeyedRouter, KeyedSettings, KeyedWorker, OutputBuf, ProcOp, SourceInfo, WindowOp,
 };
+use crate::restore::{self, Restored, StartOptions};
 use crate::sinks::Sinks;
 use crate::source::Reader;
+use crate::source::SourceLink;
 use crate::telemetry::MetricsTelemetry;
 use crate::{Deserialize, Natives, PreparedSource, RuntimeError, SourceFailure};
 
@@ -82,6 +85,8 @@ enum PendingStep {
 struct PendingSource {
     name: Arc<str>,
     reader: Reader,
+    /// Lane names → lane numbers of a restored source.
+    lanes: HashMap<String, u32>,
     schema: Schema,
     workers: Vec<(Box<dyn Deserialize>, Vec<PendingStep>)>,
     key: Option<KeySpec>,
@@ -95,9 +100,25 @@ pub(crate) struct Plan {
     pub state_db: Option<Arc<StateDb>>,
     pub keep_state: bool,
     pub temp_state: Option<tempfile::TempDir>,
+    /// With checkpoints: the coordinator, and how to tell it the job is over.
+    pub coordinator: Option<(CoordinatorSetup, crossbeam_channel::Sender<Report>)>,
+    /// Forwards the sinks' cuts to the coordinator.
+    pub cut_forwarder: Option<std::thread::JoinHandle<()>>,
+    pub control: Arc<Control>,
 }
 
-pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Result<Plan, RuntimeError> {
+pub(crate) fn prepare(
+    job: &Job,
+    metrics: Arc<Metrics>,
+    natives: &Natives,
+    opts: &StartOptions,
+) -> Result<Plan, RuntimeError> {
+    let store = restore::store(job)?;
+    let restored = restore::load(store.as_ref(), opts)?;
+    let source_states = match &restored {
+        Some(r) => restore::sources(job, &r.manifest, opts.allow_dropped_state)?,
+        None => vec![None; job.sources.len()],
+    };
     let mut loader = Loader {
         job,
         rt: WasmRuntime::new()?,
@@ -111,11 +132,22 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
         telemetry: Arc::new(MetricsTelemetry::new(metrics.clone())),
         slots: HashMap::new(),
     };
-    let pending = sources(&mut loader, natives)?;
+    let pending = sources(&mut loader, natives, &source_states)?;
     let keyed = match &job.keyed {
-        Some(k) => Some(keyed_plan(&mut loader, k, &pending, &metrics, natives)?),
+        Some(k) => Some(keyed_plan(
+            &mut loader,
+            k,
+            &pending,
+            &metrics,
+            natives,
+            restored.as_ref(),
+            opts.allow_dropped_state,
+        )?),
         None => None,
     };
+    let control = Arc::new(Control::default());
+    let (reports_tx, reports_rx) = crossbeam_channel::unbounded::<Report>();
+    let checkpointing = job.checkpoints.is_some();
 
     // Everything checked: open the outputs.
     let mut outputs = job.outputs();
@@ -123,7 +155,35 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
         outputs.extend(k.outputs.iter().cloned());
     }
     let outputs: Vec<String> = outputs.into_iter().collect();
-    let sink = Sinks::open(&job.sink, &outputs, job.channel_capacity * 4)?;
+    let lengths = restored
+        .as_ref()
+        .map(|r| restore::output_lengths(&r.manifest))
+        .unwrap_or_default();
+    let (cuts_tx, cuts_rx) = crossbeam_channel::unbounded::<wafer_connectors::SinkCut>();
+    let sink = Sinks::open(
+        &job.sink,
+        &outputs,
+        job.channel_capacity * 4,
+        &lengths,
+        checkpointing.then(|| cuts_tx.clone()),
+    )?;
+    drop(cuts_tx);
+    // Sink cuts join the other reports; the thread ends when the sinks do.
+    let cut_forwarder = if checkpointing {
+        let reports = reports_tx.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("checkpoint-sinks".into())
+                .spawn(move || {
+                    for c in cuts_rx {
+                        let _ = reports.send(Report::Sink(c));
+                    }
+                })
+                .map_err(|e| RuntimeError::Internal(format!("cannot start a thread: {e}")))?,
+        )
+    } else {
+        None
+    };
     let writer = |name: &str| {
         sink.writer(name)
             .ok_or_else(|| RuntimeError::Internal(format!("output `{name}` has no writer")))
@@ -134,7 +194,14 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
     let mut keyed_workers = Vec::new();
     let mut keyed_senders = Vec::new();
     let (mut state_db, mut temp_state, mut keep_state) = (None, None, false);
+    let mut keyed_go = Vec::new();
     if let Some(k) = keyed {
+        let cuts = match &restored {
+            Some(r) => restore::keyed_cuts(&r.manifest, k.workers.len(), k.senders),
+            None => vec![None; k.workers.len()],
+        };
+        let mut cuts = cuts.into_iter();
+        let n_keyed = k.workers.len();
         let settings = k.settings;
         state_db = Some(k.db.clone());
         temp_state = k.temp_dir;
@@ -174,6 +241,18 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
                     dead_letters: DeadLetters::new(dlq.clone(), metrics.clone()),
                     metrics: metrics.clone(),
                     keep_state,
+                    workers: n_keyed,
+                    link: checkpointing.then(|| {
+                        let (go_tx, go_rx) = crossbeam_channel::unbounded();
+                        keyed_go.push(go_tx);
+                        KeyedLink {
+                            reports: reports_tx.clone(),
+                            go: go_rx,
+                            control: control.clone(),
+                        }
+                    }),
+                    control: control.clone(),
+                    restore: cuts.next().flatten(),
                 },
                 rx,
             ));
@@ -182,6 +261,7 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
 
     let mut sources = Vec::new();
     let mut sender_id = 0;
+    let mut source_meta = Vec::new();
     for (si, p) in pending.into_iter().enumerate() {
         let src = &job.sources[si];
         let out = match &src.output {
@@ -189,7 +269,10 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
             None => None,
         };
         let mut workers = Vec::new();
-        for (deser, steps) in p.workers {
+        let restored_lanes = source_states[si]
+            .map(|st| restore::worker_lanes(st, p.workers.len(), |name| p.lanes.get(name).copied()));
+        let n_workers = p.workers.len();
+        for (wi, (deser, steps)) in p.workers.into_iter().enumerate() {
             let schema = deser.schema().clone();
             let steps = steps
                 .into_iter()
@@ -232,19 +315,83 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
                     keyed,
                 },
                 metrics: metrics.clone(),
-                watermark: LaneWatermarks::new(
-                    src.watermark.out_of_orderness_ms,
-                    src.watermark.idle_timeout.as_millis() as u64,
-                ),
+                watermark: {
+                    let mut wm = LaneWatermarks::new(
+                        src.watermark.out_of_orderness_ms,
+                        src.watermark.idle_timeout.as_millis() as u64,
+                    );
+                    let now = wafer_core::time::now_ms().max(0) as u64;
+                    for &(lane, seen, finished) in restored_lanes
+                        .as_ref()
+                        .and_then(|l| l.get(wi))
+                        .into_iter()
+                        .flatten()
+                    {
+                        wm.restore(lane, seen, finished, now);
+                    }
+                    wm
+                },
+                link: checkpointing.then(|| (si, wi, reports_tx.clone())),
             });
         }
+        let link = checkpointing.then(|| {
+            let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+            source_meta.push(SourceMeta {
+                id: src.id.clone(),
+                name: src.name.clone(),
+                workers: n_workers,
+                keyed: p.key.is_some(),
+                cmd: cmd_tx,
+            });
+            SourceLink {
+                source: si,
+                cmds: cmd_rx,
+                reports: reports_tx.clone(),
+            }
+        });
         sources.push(PreparedSource {
             name: p.name,
             reader: p.reader,
             workers,
             dead_letters: DeadLetters::new(dlq.clone(), metrics.clone()),
+            link,
         });
     }
+    let coordinator = match (&job.checkpoints, store) {
+        (Some(c), Some(store)) => {
+            let first_id = store
+                .last_id()
+                .map_err(|e| plan_error("checkpoints", e.to_string()))?
+                .max(restored.as_ref().map_or(0, |r| r.manifest.id))
+                + 1;
+            let previous = restored
+                .as_ref()
+                .filter(|r| r.manifest.kind == wafer_checkpoint::Kind::Checkpoint as i32)
+                .map(|r| r.manifest.clone());
+            Some((
+                CoordinatorSetup {
+                    store,
+                    interval: c.interval,
+                    tolerable_failures: c.tolerable_failures,
+                    job: job.name.clone(),
+                    components: component_versions(job, &loader),
+                    sources: source_meta,
+                    keyed_go,
+                    outputs,
+                    db: state_db.clone(),
+                    parallelism: job.parallelism,
+                    rx: reports_rx,
+                    first_id,
+                    previous,
+                    control: control.clone(),
+                    metrics: metrics.checkpoint(),
+                    dir: c.dir.clone(),
+                },
+                reports_tx,
+            ))
+        }
+        _ => None,
+    };
     Ok(Plan {
         sources,
         keyed: keyed_workers,
@@ -252,15 +399,48 @@ pub(crate) fn prepare(job: &Job, metrics: Arc<Metrics>, natives: &Natives) -> Re
         state_db,
         keep_state,
         temp_state,
+        coordinator,
+        cut_forwarder,
+        control,
     })
 }
 
+/// Every component of the job with the version it declares and a digest of
+/// its file, for the manifest.
+fn component_versions(job: &Job, loader: &Loader<'_>) -> Vec<wafer_checkpoint::manifest::Component> {
+    job.components
+        .iter()
+        .map(|(name, path)| {
+            let version = loader
+                .slots
+                .iter()
+                .find(|((n, _), _)| n == name)
+                .map(|(_, s)| s.current().0.info().version.to_string())
+                .unwrap_or_default();
+            let digest = std::fs::read(path)
+                .map(|b| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&b)))
+                .unwrap_or_default();
+            wafer_checkpoint::manifest::Component {
+                name: name.clone(),
+                version,
+                digest,
+            }
+        })
+        .collect()
+}
+
 /// Sources and their deserialization workers, checked but not wired.
-fn sources(loader: &mut Loader<'_>, natives: &Natives) -> Result<Vec<PendingSource>, RuntimeError> {
+fn sources(
+    loader: &mut Loader<'_>,
+    natives: &Natives,
+    states: &[Option<&wafer_checkpoint::manifest::SourceState>],
+) -> Result<Vec<PendingSource>, RuntimeError> {
     let job = loader.job;
     let mut pending = Vec::new();
-    for src in &job.sources {
+    for (si, src) in job.sources.iter().enumerate() {
         let at = format!("sources.{}", src.name);
+        let state = states.get(si).copied().flatten();
+        let mut lanes = HashMap::new();
         let native = natives.deserializers.get(&src.deserializer.component);
         let deser_slot = match native {
             Some(_) => None,
@@ -343,8 +523,13 @@ fn sources(loader: &mut Loader<'_>, natives: &Natives) -> Result<Vec<PendingSour
         let reader = match &src.kind {
             SourceKind::File { path, max_record } => {
                 let files = list_files(path).map_err(|e| source_error(e.into()))?;
+                let (files, start) = match state {
+                    Some(st) => restore::file_start(st, files),
+                    None => (files, None),
+                };
+                lanes.insert(String::new(), 0);
                 Reader::File(
-                    FileReader::new(files, src.framing, *max_record, None)
+                    FileReader::new(files, src.framing, *max_record, start.as_ref())
                         .map_err(|e| source_error(e.into()))?,
                 )
             }
@@ -363,16 +548,22 @@ fn sources(loader: &mut Loader<'_>, natives: &Natives) -> Result<Vec<PendingSour
                     connect_timeout: k.connect_timeout,
                     properties: k.properties.clone(),
                 };
-                // Positions come from checkpoints (a later issue); a fresh
-                // run starts every partition per `start`.
+                // A restored source goes on from its positions (partitions
+                // it has none for start per `start`); lanes are numbered in
+                // the order of the positions.
+                let positions = state.map(restore::kafka_positions).unwrap_or_default();
+                for (i, ((t, p), _)) in positions.iter().enumerate() {
+                    lanes.insert(format!("{t}/{p}"), i as u32);
+                }
                 Reader::Kafka(Box::new(
-                    KafkaReader::open(settings, Vec::new()).map_err(|e| source_error(e.into()))?,
+                    KafkaReader::open(settings, positions).map_err(|e| source_error(e.into()))?,
                 ))
             }
         };
         pending.push(PendingSource {
             name: Arc::from(src.name.as_str()),
             reader,
+            lanes,
             schema,
             workers,
             key,
@@ -414,6 +605,8 @@ fn keyed_plan(
     sources: &[PendingSource],
     metrics: &Arc<Metrics>,
     natives: &Natives,
+    restored: Option<&Restored>,
+    allow_dropped: bool,
 ) -> Result<KeyedPlan, RuntimeError> {
     let job = loader.job;
     let key_of = |i: usize, at: &str| -> Result<&KeySpec, RuntimeError> {
@@ -423,7 +616,8 @@ fn keyed_plan(
             .ok_or_else(|| plan_error(at, format!("source `{}` has no key_by", sources[i].name)))
     };
 
-    // State: a fresh database per run (restoring comes with checkpoints).
+    // State: a fresh database per run, or the one of the checkpoint the
+    // job starts from.
     let (dir, temp_dir, keep) = match &k.state_dir {
         Some(d) => {
             if d.exists() {
@@ -440,8 +634,17 @@ fn keyed_plan(
             (t.path().to_path_buf(), Some(t), false)
         }
     };
+    if let Some(r) = restored
+        && !r.manifest.files.is_empty()
+    {
+        r.store
+            .restore_files(&r.manifest, &dir)
+            .map_err(|e| plan_error("restore", e.to_string()))?;
+    }
     let db = StateDb::open(&dir).map_err(|e| plan_error("state.dir", e.to_string()))?;
+    let used = std::cell::RefCell::new(BTreeSet::new());
     let op = |name: &str| {
+        used.borrow_mut().insert(name.to_string());
         db.operator_id(name)
             .map_err(|e| plan_error("state", e.to_string()))
     };
@@ -643,6 +846,34 @@ fn keyed_plan(
                 .collect(),
             procs,
         });
+    }
+
+    // State of operators the job no longer has: refused unless dropping it
+    // was asked for.
+    let used = used.into_inner();
+    let stale: Vec<(String, u16)> = db
+        .operators()
+        .map_err(|e| plan_error("state", e.to_string()))?
+        .into_iter()
+        .filter(|(name, _)| !used.contains(name))
+        .collect();
+    if !stale.is_empty() {
+        let names: Vec<&str> = stale.iter().map(|(n, _)| n.as_str()).collect();
+        if !allow_dropped {
+            return Err(plan_error(
+                "restore",
+                format!(
+                    "the checkpoint has state of operator(s) {} that the job no longer has; keep their names, or pass --allow-dropped-state to drop it",
+                    names.join(", ")
+                ),
+            ));
+        }
+        for (name, id) in &stale {
+            let n = db
+                .drop_operator(*id)
+                .map_err(|e| plan_error("state", e.to_string()))?;
+            tracing::warn!(operator = %name, entries = n, "dropped the state of an operator the job no longer has");
+        }
     }
 
     let keyed_sources: BTreeSet<usize> = (0..sources.len()).filter(|&i| sources[i].key.is_some()).collect();

@@ -2,12 +2,15 @@
 //! JSON-lines file. Both hand out the same [`OutputWriter`], so stages do
 //! not know where their rows end up.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use crossbeam_channel::Sender;
+
 use wafer_connectors::OutputWriter;
-use wafer_connectors::SinkError;
 use wafer_connectors::file_sink::FileSink;
 use wafer_connectors::kafka_sink::{KafkaSink, KafkaSinkSettings};
+use wafer_connectors::{SinkCut, SinkError};
 use wafer_job::Sink;
 
 use crate::RuntimeError;
@@ -20,15 +23,25 @@ pub(crate) struct Sinks {
 
 impl Sinks {
     /// Opens every output. An output the Kafka sink does not take needs a
-    /// file sink.
-    pub(crate) fn open(sink: &Sink, outputs: &[String], capacity: usize) -> Result<Self, RuntimeError> {
+    /// file sink. A restored job passes the file lengths its checkpoint
+    /// recorded (files are cut back to them); with checkpoints, every
+    /// output reports its epochs' ends to `cuts`.
+    pub(crate) fn open(
+        sink: &Sink,
+        outputs: &[String],
+        capacity: usize,
+        lengths: &HashMap<String, u64>,
+        cuts: Option<Sender<SinkCut>>,
+    ) -> Result<Self, RuntimeError> {
         let (to_kafka, to_files): (Vec<&String>, Vec<&String>) =
             outputs.iter().partition(|o| sink.to_kafka(o));
         let files = match (&sink.files, to_files.is_empty()) {
-            (Some(dir), _) => Some(FileSink::create(
+            (Some(dir), _) => Some(FileSink::resume(
                 dir,
                 to_files.iter().map(|s| s.as_str()),
                 capacity,
+                lengths,
+                cuts.clone(),
             )?),
             (None, true) => None,
             (None, false) => {
@@ -61,6 +74,7 @@ impl Sinks {
                     &settings,
                     to_kafka.iter().map(|o| (o.as_str(), k.topic(o))),
                     capacity,
+                    cuts,
                 )?)
             }
             _ => None,

@@ -24,7 +24,22 @@ use wafer_core::dead_letter::{DeadLetter, Position, Reason};
 use wafer_core::hash::{hash, partition};
 
 use crate::batch::{Origin, RawBatch};
+use crate::checkpoint::{Report, SourceCmd, SourcePos};
 use crate::dead_letters::DeadLetters;
+
+/// A source thread's link to the checkpoint coordinator.
+pub(crate) struct SourceLink {
+    /// This source's index.
+    pub source: usize,
+    pub cmds: crossbeam_channel::Receiver<SourceCmd>,
+    pub reports: Sender<Report>,
+}
+
+/// What a source thread should do after looking at its commands.
+enum After {
+    Go,
+    Stop,
+}
 
 /// What a source thread did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +134,18 @@ impl Chunker {
         self.send()
     }
 
+    /// Sends checkpoint barrier `id` to every worker, as a chunk of its
+    /// own, after whatever is pending.
+    fn send_barrier(&mut self, id: u64) -> bool {
+        if !self.is_empty() && !self.send() {
+            return false;
+        }
+        for b in &mut self.batches {
+            b.barrier = Some(id);
+        }
+        self.send()
+    }
+
     /// Sends the chunk's parts. Returns `false` if a worker is gone (it
     /// panicked; the job reports that).
     fn send(&mut self) -> bool {
@@ -136,17 +163,58 @@ impl Chunker {
     }
 }
 
-/// Reads a source to its end (forever, for an unbounded one).
+/// Reads a source to its end (forever, for an unbounded one), taking part
+/// in checkpoints if `link` is given.
 pub(crate) fn run_source(
     name: Arc<str>,
     reader: Reader,
     senders: Vec<Sender<RawBatch>>,
     batch_size: usize,
     dead_letters: DeadLetters,
+    link: Option<SourceLink>,
 ) -> Result<SourceStats, ReadError> {
     match reader {
-        Reader::File(r) => Ok(run_file_source(name, r, senders, batch_size, dead_letters)?),
-        Reader::Kafka(r) => Ok(run_kafka_source(*r, senders, batch_size)?),
+        Reader::File(r) => Ok(run_file_source(name, r, senders, batch_size, dead_letters, link)?),
+        Reader::Kafka(r) => Ok(run_kafka_source(*r, senders, batch_size, dead_letters, link)?),
+    }
+}
+
+/// Handles the coordinator's commands: for a barrier, reports `position`
+/// and sends the barrier after everything read so far.
+fn commands(
+    link: &Option<SourceLink>,
+    chunker: &mut Chunker,
+    dead_letters: &mut DeadLetters,
+    mut position: impl FnMut(u64) -> SourcePos,
+    mut completed: impl FnMut(u64),
+) -> After {
+    let Some(link) = link else { return After::Go };
+    while let Ok(cmd) = link.cmds.try_recv() {
+        match cmd {
+            SourceCmd::Barrier { id, stop } => {
+                let _ = link.reports.send(Report::Source {
+                    source: link.source,
+                    id,
+                    pos: position(id),
+                });
+                dead_letters.barrier(id);
+                if !chunker.send_barrier(id) || stop {
+                    return After::Stop;
+                }
+            }
+            SourceCmd::Completed { id } => completed(id),
+        }
+    }
+    After::Go
+}
+
+/// Tells the coordinator the source read everything.
+fn ended(link: &Option<SourceLink>, pos: SourcePos) {
+    if let Some(link) = link {
+        let _ = link.reports.send(Report::SourceEnded {
+            source: link.source,
+            pos,
+        });
     }
 }
 
@@ -156,6 +224,7 @@ fn run_file_source(
     senders: Vec<Sender<RawBatch>>,
     batch_size: usize,
     mut dead_letters: DeadLetters,
+    link: Option<SourceLink>,
 ) -> Result<SourceStats, SourceError> {
     let mut chunker = Chunker::new(senders, batch_size);
     let framing: Arc<str> = Arc::from("framing");
@@ -205,7 +274,26 @@ fn run_file_source(
         if (!chunker.is_empty() || more) && !chunker.send() {
             return Ok(chunker.stats);
         }
+        if let After::Stop = commands(
+            &link,
+            &mut chunker,
+            &mut dead_letters,
+            |_| SourcePos::File {
+                position: reader.position(),
+                last: reader.files().last().cloned(),
+            },
+            |_| {},
+        ) {
+            return Ok(chunker.stats);
+        }
         if !more {
+            ended(
+                &link,
+                SourcePos::File {
+                    position: None,
+                    last: reader.files().last().cloned(),
+                },
+            );
             return Ok(chunker.stats);
         }
     }
@@ -227,8 +315,13 @@ fn run_kafka_source(
     mut reader: KafkaReader,
     senders: Vec<Sender<RawBatch>>,
     batch_size: usize,
+    mut dead_letters: DeadLetters,
+    link: Option<SourceLink>,
 ) -> Result<SourceStats, KafkaSourceError> {
     let mut chunker = Chunker::new(senders, batch_size);
+    // Positions of checkpoints not yet complete, committed to the group
+    // once they are.
+    let mut cut_positions: std::collections::VecDeque<(u64, Vec<((String, i32), i64)>)> = Default::default();
     // The origin of each lane, made once.
     let mut origins: Vec<Option<Arc<Origin>>> = Vec::new();
     let mut last_sent = std::time::Instant::now();
@@ -254,9 +347,46 @@ fn run_kafka_source(
             }
             last_sent = std::time::Instant::now();
         }
-        reader.commit(KAFKA_COMMIT_EVERY);
+        if link.is_none() {
+            reader.commit(KAFKA_COMMIT_EVERY);
+        }
+        let mut done = Vec::new();
+        let after = commands(
+            &link,
+            &mut chunker,
+            &mut dead_letters,
+            |id| {
+                let positions = reader.positions();
+                cut_positions.push_back((id, positions.clone()));
+                SourcePos::Kafka {
+                    positions,
+                    lanes: reader.lane_names(),
+                }
+            },
+            |id| done.push(id),
+        );
+        for id in done {
+            while let Some((cut, positions)) = cut_positions.pop_front() {
+                if cut == id {
+                    reader.commit_positions(&positions);
+                    break;
+                }
+            }
+        }
+        if let After::Stop = after {
+            return Ok(chunker.stats);
+        }
         if !more {
-            reader.commit(Duration::ZERO);
+            if link.is_none() {
+                reader.commit(Duration::ZERO);
+            }
+            ended(
+                &link,
+                SourcePos::Kafka {
+                    positions: reader.positions(),
+                    lanes: reader.lane_names(),
+                },
+            );
             return Ok(chunker.stats);
         }
     }

@@ -184,6 +184,44 @@ impl StateDb {
         Ok(())
     }
 
+    /// Writes a consistent copy of the database to `dir` (which must not
+    /// exist): memtables are flushed and SST files hard-linked, so unchanged
+    /// files cost nothing and the copy is immutable. Call while no worker
+    /// writes (the checkpoint barrier).
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StateError> {
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(err(&self.path))?;
+        cp.create_checkpoint(dir).map_err(err(&self.path))
+    }
+
+    /// Removes all state and timers of operator `op` (state of an operator
+    /// the job no longer has, dropped on request).
+    pub fn drop_operator(&self, op: u16) -> Result<usize, StateError> {
+        let mut n = 0;
+        for cf in [CF_STATE, CF_TIMERS] {
+            let mut doomed = Vec::new();
+            self.scan(cf, &[], |k, _| {
+                let of = match cf {
+                    CF_STATE => crate::codec::split_state_key(k).map(|(_, o, _, _)| o),
+                    _ => crate::codec::split_timer_key(k).map(|(_, o, _, _, _)| o),
+                };
+                if of == Some(op) {
+                    doomed.push(k.to_vec());
+                }
+            })?;
+            n += doomed.len();
+            self.write(cf, doomed.iter().map(|k| (k.as_slice(), None)))?;
+        }
+        let cf = self.cf(CF_META)?;
+        for (name, id) in self.operators()? {
+            if id == op {
+                self.db
+                    .delete_cf(cf, format!("op:{name}").as_bytes())
+                    .map_err(err(&self.path))?;
+            }
+        }
+        Ok(n)
+    }
+
     /// Lets compaction drop entries that expired at or before `wm` (the
     /// smallest watermark of the job's keyed workers).
     pub fn set_expiry_horizon(&self, wm: i64) {

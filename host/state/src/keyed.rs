@@ -134,6 +134,11 @@ impl KeyedState {
         self.stream_time = self.stream_time.max(t);
     }
 
+    /// Largest event time processed (what a checkpoint records).
+    pub fn stream_time(&self) -> i64 {
+        self.stream_time
+    }
+
     /// Sets the watermark entries expire against.
     pub fn set_watermark(&mut self, wm: i64) {
         self.watermark = self.watermark.max(wm);

@@ -29,6 +29,7 @@ use wafer_row::{BatchBuf, Row, Schema};
 use wafer_state::{Domain, Fired};
 
 use crate::RuntimeError;
+use crate::checkpoint::{Control, KeyedCut, KeyedLink};
 use crate::dead_letters::DeadLetters;
 
 pub(crate) use self::core::Core;
@@ -60,6 +61,8 @@ pub(crate) struct KeyedBatch {
     pub row_watermarks: Vec<i64>,
     /// The sender's watermark after this batch.
     pub watermark: i64,
+    /// A checkpoint barrier (the batch has no rows).
+    pub barrier: Option<u64>,
 }
 
 /// What flows into a keyed worker.
@@ -127,6 +130,28 @@ pub(crate) struct KeyedWorker {
     pub metrics: Arc<Metrics>,
     /// Keep the state on disk, compacted, at the end.
     pub keep_state: bool,
+    /// Keyed workers in the job.
+    pub workers: usize,
+    /// With checkpoints: the coordinator.
+    pub link: Option<KeyedLink>,
+    /// The job's flags.
+    pub control: Arc<Control>,
+    /// Restored from a checkpoint: watermarks and stream time to start from.
+    pub restore: Option<KeyedCut>,
+}
+
+/// Where a keyed worker is with each sender and source.
+struct Flow {
+    last_seen: Vec<Instant>,
+    queues: Vec<VecDeque<Box<KeyedBatch>>>,
+    ended: Vec<bool>,
+    next_chunk: Vec<u64>,
+    /// Sources held at a checkpoint barrier.
+    blocked: Vec<Option<u64>>,
+    /// Sources whose senders all ended and were drained.
+    done: Vec<bool>,
+    /// Sources feeding this stage.
+    keyed_sources: Vec<usize>,
 }
 
 /// Counters of a keyed worker.
@@ -152,10 +177,31 @@ impl KeyedWorker {
             size: self.metrics.state_size(&self.index.to_string()),
         };
         let mut wms = InputWatermarks::new(self.senders);
-        let mut last_seen = vec![Instant::now(); self.senders];
-        let mut queues: Vec<VecDeque<Box<KeyedBatch>>> = (0..self.senders).map(|_| VecDeque::new()).collect();
-        let mut ended = vec![false; self.senders];
-        let mut next_chunk = vec![0u64; self.sources.len()];
+        if let Some(r) = self.restore.take() {
+            wms.restore(&r.senders, r.watermark);
+            let (index, workers) = (self.index, self.workers);
+            let mut core = self.lock()?;
+            core.state.observe_event_time(r.stream_time);
+            core.state.set_watermark(r.watermark);
+            core.timers
+                .load(|g| wafer_core::key::worker_of(g, workers) == index)
+                .map_err(self::core::state_error)?;
+            counters.watermark.set(r.watermark as f64);
+        }
+        let mut flow = Flow {
+            last_seen: vec![Instant::now(); self.senders],
+            queues: (0..self.senders).map(|_| VecDeque::new()).collect(),
+            ended: vec![false; self.senders],
+            next_chunk: vec![0u64; self.sources.len()],
+            blocked: vec![None; self.sources.len()],
+            done: vec![false; self.sources.len()],
+            keyed_sources: {
+                let mut v = self.sender_sources.clone();
+                v.sort_unstable();
+                v.dedup();
+                v
+            },
+        };
         let tick = self
             .settings
             .idle_timeout
@@ -165,21 +211,18 @@ impl KeyedWorker {
             match rx.recv_timeout(tick) {
                 Ok(KeyedMsg::Batch(batch)) => {
                     let (sender, source) = (batch.sender, batch.source);
-                    last_seen[sender] = Instant::now();
-                    queues[sender].push_back(batch);
-                    self.drain(source, &mut queues, &ended, &mut next_chunk, &mut wms, &counters)?;
+                    flow.last_seen[sender] = Instant::now();
+                    flow.queues[sender].push_back(batch);
+                    self.drain(source, &mut flow, &mut wms, &counters)?;
                 }
                 Ok(KeyedMsg::End { sender }) => {
-                    ended[sender] = true;
+                    flow.ended[sender] = true;
                     let source = self.sender_sources.get(sender).copied().unwrap_or_default();
-                    self.drain(source, &mut queues, &ended, &mut next_chunk, &mut wms, &counters)?;
-                    if wms.all_ended() {
-                        break;
-                    }
+                    self.drain(source, &mut flow, &mut wms, &counters)?;
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
-                    for (i, seen) in last_seen.iter().enumerate() {
+                    for (i, seen) in flow.last_seen.iter().enumerate() {
                         if now.duration_since(*seen) >= self.settings.idle_timeout
                             && !wms.is_idle(i)
                             && let Some(wm) = wms.set_idle(i)
@@ -190,12 +233,19 @@ impl KeyedWorker {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            self.align(&mut flow, &mut wms, &counters)?;
+            if flow.keyed_sources.iter().all(|&s| flow.done[s]) {
+                break;
+            }
             self.fire_processing_time()?;
             self.flush_outputs();
             self.report_size(&counters)?;
         }
-        // End of input: everything is complete.
-        self.advance(MAX_WATERMARK, &counters)?;
+        // End of input: everything is complete. Not so when the job stops
+        // with a savepoint: it will go on from there.
+        if !self.control.stopping() {
+            self.advance(MAX_WATERMARK, &counters)?;
+        }
         self.flush_outputs();
         self.report_size(&counters)?;
         let mut core = self.lock()?;
@@ -205,15 +255,70 @@ impl KeyedWorker {
         Ok(())
     }
 
+    /// Once every keyed source is at the same checkpoint barrier (or has
+    /// ended), takes this worker's part of the checkpoint and lets the
+    /// sources go on.
+    fn align(
+        &mut self,
+        flow: &mut Flow,
+        wms: &mut InputWatermarks,
+        counters: &Counters,
+    ) -> Result<(), RuntimeError> {
+        loop {
+            let Some(id) = flow.keyed_sources.iter().filter_map(|&s| flow.blocked[s]).min() else {
+                return Ok(());
+            };
+            let waiting = flow
+                .keyed_sources
+                .iter()
+                .any(|&s| flow.blocked[s] != Some(id) && !flow.done[s]);
+            if waiting {
+                return Ok(());
+            }
+            self.checkpoint(id, wms)?;
+            let sources = flow.keyed_sources.clone();
+            for &s in &sources {
+                flow.blocked[s] = None;
+            }
+            for &s in &sources {
+                self.drain(s, flow, wms, counters)?;
+            }
+        }
+    }
+
+    /// This worker's part of checkpoint `id`: outputs told, state written,
+    /// watermarks reported; returns once the state snapshot is taken.
+    fn checkpoint(&mut self, id: u64, wms: &InputWatermarks) -> Result<(), RuntimeError> {
+        self.flush_outputs();
+        for o in &self.outputs {
+            o.writer.barrier(id);
+        }
+        if let Some(l) = &self.late {
+            l.writer.barrier(id);
+        }
+        self.dead_letters.barrier(id);
+        let cut = {
+            let mut core = self.lock()?;
+            core.flush()?;
+            KeyedCut {
+                watermark: wms.current(),
+                stream_time: core.state.stream_time(),
+                senders: wms.snapshot(),
+            }
+        };
+        if let Some(link) = &self.link {
+            link.cut(self.index, id, cut)?;
+        }
+        Ok(())
+    }
+
     /// Handles every chunk of `source` whose parts from all its senders have
-    /// arrived, in chunk order, each with its rows back in source order.
-    #[allow(clippy::too_many_arguments)]
+    /// arrived, in chunk order, each with its rows back in source order; stops
+    /// at a checkpoint barrier until [`align`](Self::align) lets it go on.
     fn drain(
         &mut self,
         source: usize,
-        queues: &mut [VecDeque<Box<KeyedBatch>>],
-        ended: &[bool],
-        next_chunk: &mut [u64],
+        flow: &mut Flow,
         wms: &mut InputWatermarks,
         counters: &Counters,
     ) -> Result<(), RuntimeError> {
@@ -221,12 +326,22 @@ impl KeyedWorker {
             .filter(|&x| self.sender_sources[x] == source)
             .collect();
         loop {
-            if members.iter().any(|&x| queues[x].is_empty() && !ended[x]) {
+            if flow.blocked[source].is_some() || flow.done[source] {
                 return Ok(());
             }
-            let parts: Vec<Box<KeyedBatch>> = members.iter().filter_map(|&x| queues[x].pop_front()).collect();
+            if members
+                .iter()
+                .any(|&x| flow.queues[x].is_empty() && !flow.ended[x])
+            {
+                return Ok(());
+            }
+            let parts: Vec<Box<KeyedBatch>> = members
+                .iter()
+                .filter_map(|&x| flow.queues[x].pop_front())
+                .collect();
             if parts.is_empty() {
                 // Every sender of the source is done.
+                flow.done[source] = true;
                 for &x in &members {
                     if let Some(wm) = wms.end(x) {
                         self.advance(wm, counters)?;
@@ -234,12 +349,22 @@ impl KeyedWorker {
                 }
                 return Ok(());
             }
-            let chunk = next_chunk.get(source).copied().unwrap_or_default();
+            let chunk = flow.next_chunk.get(source).copied().unwrap_or_default();
             if parts.iter().any(|p| p.chunk != chunk) {
                 return Err(RuntimeError::Internal(format!(
                     "keyed worker {}: chunks of source {source} out of step",
                     self.index
                 )));
+            }
+            flow.next_chunk[source] += 1;
+            if let Some(id) = parts[0].barrier {
+                for p in &parts {
+                    if let Some(wm) = wms.update(p.sender, p.watermark) {
+                        self.advance(wm, counters)?;
+                    }
+                }
+                flow.blocked[source] = Some(id);
+                return Ok(());
             }
             let merged = merge(source, chunk, &parts);
             self.handle(&merged, wms.current(), counters)?;
@@ -248,7 +373,6 @@ impl KeyedWorker {
                     self.advance(wm, counters)?;
                 }
             }
-            next_chunk[source] += 1;
         }
     }
 
@@ -526,6 +650,20 @@ impl KeyedRouter {
         // parts of a chunk before handling it.
         for (w, b) in out.into_iter().enumerate() {
             let _ = self.senders[w].send(KeyedMsg::Batch(Box::new(b)));
+        }
+    }
+
+    /// Sends checkpoint barrier `id` (chunk `chunk`) to every keyed worker.
+    pub(crate) fn barrier(&mut self, id: u64, chunk: u64, watermark: i64) {
+        for s in &self.senders {
+            let _ = s.send(KeyedMsg::Batch(Box::new(KeyedBatch {
+                sender: self.sender,
+                source: self.source,
+                chunk,
+                watermark,
+                barrier: Some(id),
+                ..KeyedBatch::default()
+            })));
         }
     }
 

@@ -1,0 +1,327 @@
+//! Starting a job from a checkpoint or savepoint: which one, whether it
+//! fits the job, and what each stage starts from.
+//!
+//! State is matched by stable ids, never by position in the job: sources by
+//! their id (topics and group, or path), operators by name. State the job no
+//! longer has is an error unless dropping it is asked for; a source the
+//! checkpoint does not know starts from its configured start. When the
+//! number of workers changed, watermarks are restored conservatively (the
+//! smallest of the old workers'), so no record becomes late that would not
+//! have been.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use wafer_checkpoint::manifest::{Manifest, SourceState};
+use wafer_checkpoint::{CheckpointStore, Kind};
+use wafer_connectors::file_source::FilePosition;
+use wafer_job::Job;
+
+use crate::RuntimeError;
+use crate::checkpoint::KeyedCut;
+
+/// How to start a job.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Start from this savepoint (`<checkpoint dir>/savepoints/<name>`)
+    /// instead of the latest checkpoint.
+    pub savepoint: Option<PathBuf>,
+    /// Drop state of sources and operators the job no longer has instead of
+    /// refusing to start.
+    pub allow_dropped_state: bool,
+}
+
+/// What a job starts from.
+pub(crate) struct Restored {
+    pub manifest: Manifest,
+    /// The store holding its files.
+    pub store: CheckpointStore,
+}
+
+fn restore_error(message: impl Into<String>) -> RuntimeError {
+    RuntimeError::Plan {
+        at: "restore".into(),
+        message: message.into(),
+    }
+}
+
+/// Opens the job's checkpoint store, if it has checkpoints.
+pub(crate) fn store(job: &Job) -> Result<Option<CheckpointStore>, RuntimeError> {
+    match &job.checkpoints {
+        Some(c) => CheckpointStore::local(&c.dir, c.retain)
+            .map(Some)
+            .map_err(|e| restore_error(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Finds what to start from: the savepoint asked for, else the latest
+/// complete checkpoint whose files check out (corrupt ones are reported and
+/// skipped; checkpoints newer than the one used are discarded).
+pub(crate) fn load(
+    store: Option<&CheckpointStore>,
+    opts: &StartOptions,
+) -> Result<Option<Restored>, RuntimeError> {
+    if let Some(path) = &opts.savepoint {
+        let (root, name) = savepoint_location(path)?;
+        let store = CheckpointStore::local(&root, 1).map_err(|e| restore_error(e.to_string()))?;
+        let manifest = store
+            .savepoint(&name)
+            .map_err(|e| restore_error(format!("savepoint {}: {e}", path.display())))?;
+        tracing::info!(savepoint = %path.display(), id = manifest.id, "starting from a savepoint");
+        return Ok(Some(Restored { manifest, store }));
+    }
+    let Some(store) = store else { return Ok(None) };
+    let (latest, skipped) = store.latest().map_err(|e| restore_error(e.to_string()))?;
+    for s in &skipped {
+        tracing::warn!(id = s.id, reason = %s.reason, "skipping checkpoint");
+    }
+    let Some(manifest) = latest else { return Ok(None) };
+    store
+        .discard_after(manifest.id)
+        .map_err(|e| restore_error(e.to_string()))?;
+    tracing::info!(id = manifest.id, "restoring from checkpoint");
+    Ok(Some(Restored {
+        manifest,
+        store: store.clone(),
+    }))
+}
+
+/// `<root>/savepoints/<name>` → (root, name).
+fn savepoint_location(path: &Path) -> Result<(PathBuf, String), RuntimeError> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let parent = path.parent();
+    match (name, parent) {
+        (Some(name), Some(parent)) if parent.file_name().is_some_and(|n| n == "savepoints") => {
+            let root = parent.parent().map(Path::to_path_buf).unwrap_or_default();
+            Ok((root, name))
+        }
+        _ => Err(restore_error(format!(
+            "{} is not a savepoint (expected <checkpoint dir>/savepoints/<name>)",
+            path.display()
+        ))),
+    }
+}
+
+/// The manifest's state of each of the job's sources (by stable id), after
+/// checking that the manifest has no source the job lost.
+pub(crate) fn sources<'m>(
+    job: &Job,
+    m: &'m Manifest,
+    allow_dropped: bool,
+) -> Result<Vec<Option<&'m SourceState>>, RuntimeError> {
+    let by_id: HashMap<&str, &SourceState> = m.sources.iter().map(|s| (s.id.as_str(), s)).collect();
+    let lost: Vec<&SourceState> = m
+        .sources
+        .iter()
+        .filter(|s| !job.sources.iter().any(|j| j.id == s.id))
+        .collect();
+    if !lost.is_empty() {
+        let names: Vec<String> = lost
+            .iter()
+            .map(|s| format!("`{}` (source `{}`)", s.id, s.name))
+            .collect();
+        if !allow_dropped {
+            return Err(restore_error(format!(
+                "the {} has state for source id(s) {} that the job no longer has; a renamed source needs its old `id` to keep its position (or pass --allow-dropped-state to drop it)",
+                kind_name(m),
+                names.join(", ")
+            )));
+        }
+        tracing::warn!(sources = %names.join(", "), "dropping the state of sources the job no longer has");
+    }
+    Ok(job
+        .sources
+        .iter()
+        .map(|j| {
+            let st = by_id.get(j.id.as_str()).copied();
+            if st.is_none() {
+                tracing::info!(source = %j.name, id = %j.id, "source not in the checkpoint: starts afresh");
+            }
+            st
+        })
+        .collect())
+}
+
+fn kind_name(m: &Manifest) -> &'static str {
+    if m.kind == Kind::Savepoint as i32 {
+        "savepoint"
+    } else {
+        "checkpoint"
+    }
+}
+
+/// Where a file source resumes: the files still to read and the position
+/// in the first of them.
+pub(crate) fn file_start(st: &SourceState, files: Vec<PathBuf>) -> (Vec<PathBuf>, Option<FilePosition>) {
+    let Some(c) = &st.file else { return (files, None) };
+    if c.done {
+        // Every file up to `last` was read: only later ones are new.
+        let last = PathBuf::from(&c.last);
+        let rest = files
+            .into_iter()
+            .filter(|f| c.last.is_empty() || f > &last)
+            .collect();
+        let rest: Vec<PathBuf> = if c.last.is_empty() { Vec::new() } else { rest };
+        return (rest, None);
+    }
+    let pos = FilePosition {
+        file: PathBuf::from(&c.file),
+        offset: c.offset,
+    };
+    (files, Some(pos))
+}
+
+/// A Kafka source's positions, in the order that gives lanes 0, 1, ….
+pub(crate) fn kafka_positions(st: &SourceState) -> Vec<((String, i32), i64)> {
+    st.kafka
+        .iter()
+        .map(|p| ((p.topic.clone(), p.partition), p.offset))
+        .collect()
+}
+
+/// Per new worker, the lanes to restore: (lane, largest event time seen,
+/// finished). `lane_of` maps a lane's name to its number in the new run.
+pub(crate) fn worker_lanes(
+    st: &SourceState,
+    workers: usize,
+    lane_of: impl Fn(&str) -> Option<u32>,
+) -> Vec<Vec<(u32, Option<i64>, bool)>> {
+    let convert = |lanes: &[wafer_checkpoint::manifest::LaneMark]| -> Vec<(u32, Option<i64>, bool)> {
+        lanes
+            .iter()
+            .filter_map(|l| lane_of(&l.lane).map(|n| (n, l.max_seen, l.finished)))
+            .collect()
+    };
+    if st.workers.len() == workers {
+        return st.workers.iter().map(|w| convert(&w.lanes)).collect();
+    }
+    // Different parallelism: each lane starts at the least advanced old
+    // worker's progress (workers that never saw the lane do not count).
+    let mut merged: BTreeMap<String, (Option<i64>, bool)> = BTreeMap::new();
+    for w in &st.workers {
+        for l in &w.lanes {
+            let e = merged.entry(l.lane.clone()).or_insert((None, true));
+            e.0 = match (e.0, l.max_seen) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            e.1 &= l.finished;
+        }
+    }
+    let lanes: Vec<(u32, Option<i64>, bool)> = merged
+        .into_iter()
+        .filter_map(|(name, (seen, finished))| lane_of(&name).map(|n| (n, seen, finished)))
+        .collect();
+    vec![lanes; workers]
+}
+
+/// Per keyed worker, where its watermarks start: exact when the shape of the
+/// job is unchanged, else every worker and sender from the smallest
+/// watermark recorded.
+pub(crate) fn keyed_cuts(m: &Manifest, workers: usize, senders: usize) -> Vec<Option<KeyedCut>> {
+    if m.keyed.is_empty() {
+        return vec![None; workers];
+    }
+    let same = m.keyed.len() == workers && m.keyed.iter().all(|k| k.senders.len() == senders);
+    if same {
+        let mut out = vec![None; workers];
+        for k in &m.keyed {
+            if let Some(slot) = out.get_mut(k.index as usize) {
+                *slot = Some(KeyedCut {
+                    watermark: k.watermark,
+                    stream_time: k.stream_time,
+                    senders: k.senders.clone(),
+                });
+            }
+        }
+        return out;
+    }
+    let wm = m.keyed.iter().map(|k| k.watermark).min().unwrap_or(i64::MIN);
+    let stream_time = m.keyed.iter().map(|k| k.stream_time).max().unwrap_or(i64::MIN);
+    vec![
+        Some(KeyedCut {
+            watermark: wm,
+            stream_time,
+            senders: vec![wm; senders],
+        });
+        workers
+    ]
+}
+
+/// File outputs' lengths at the cut.
+pub(crate) fn output_lengths(m: &Manifest) -> HashMap<String, u64> {
+    m.outputs
+        .iter()
+        .filter_map(|o| o.file_length.map(|l| (o.name.clone(), l)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wafer_checkpoint::manifest::{FileCursor, LaneMark, WorkerWatermarks};
+
+    fn lanes(marks: &[(&str, Option<i64>)]) -> WorkerWatermarks {
+        WorkerWatermarks {
+            lanes: marks
+                .iter()
+                .map(|(l, t)| LaneMark {
+                    lane: l.to_string(),
+                    max_seen: *t,
+                    finished: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn watermarks_restore_exactly_or_from_the_least_advanced_worker() {
+        let st = SourceState {
+            workers: vec![
+                lanes(&[("t/0", Some(10)), ("t/1", Some(50))]),
+                lanes(&[("t/0", Some(30))]),
+            ],
+            ..SourceState::default()
+        };
+        let lane_of = |n: &str| match n {
+            "t/0" => Some(0),
+            "t/1" => Some(1),
+            _ => None,
+        };
+        let same = worker_lanes(&st, 2, lane_of);
+        assert_eq!(same[0], vec![(0, Some(10), false), (1, Some(50), false)]);
+        assert_eq!(same[1], vec![(0, Some(30), false)]);
+        let three = worker_lanes(&st, 3, lane_of);
+        assert_eq!(three.len(), 3);
+        assert!(
+            three
+                .iter()
+                .all(|w| w == &vec![(0, Some(10), false), (1, Some(50), false)])
+        );
+    }
+
+    #[test]
+    fn a_finished_file_source_only_reads_files_after_its_last() {
+        let st = SourceState {
+            file: Some(FileCursor {
+                done: true,
+                last: "/d/b".into(),
+                ..FileCursor::default()
+            }),
+            ..SourceState::default()
+        };
+        let files: Vec<PathBuf> = ["/d/a", "/d/b", "/d/c"].iter().map(PathBuf::from).collect();
+        let (rest, pos) = file_start(&st, files);
+        assert_eq!(rest, vec![PathBuf::from("/d/c")]);
+        assert_eq!(pos, None);
+    }
+
+    #[test]
+    fn savepoints_are_found_by_their_place_in_the_checkpoint_dir() {
+        let (root, name) = savepoint_location(Path::new("/x/ck/savepoints/half")).unwrap();
+        assert_eq!((root, name.as_str()), (PathBuf::from("/x/ck"), "half"));
+        assert!(savepoint_location(Path::new("/x/ck/half")).is_err());
+    }
+}

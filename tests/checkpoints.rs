@@ -1,0 +1,447 @@
+//! Checkpoints, recovery and savepoints, through the real binary:
+//!
+//! - crash tests: the reference jobs run with short checkpoint intervals and
+//!   are killed with SIGKILL at random moments (some of them while a
+//!   checkpoint is being written), restarted with the same command each
+//!   time, and their final outputs compared with the independent oracles:
+//!   nothing lost, nothing counted twice, no late record or dead letter
+//!   written twice;
+//! - a savepoint taken while the job runs, the job stopped, changed (a new
+//!   filter, other parallelism, a new version of the sessions processor)
+//!   and started from the savepoint: the files already read are not read
+//!   again and the results are those of one uninterrupted run;
+//! - a corrupted latest checkpoint is skipped for the one before.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Scratch, assert_upserts, components, metric, repo, run_oracle, sorted};
+
+/// A small deterministic random generator (xorshift), so a failing run can
+/// be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn spawn(job: &Path, env: &[(&str, String)], log: &Path, extra: &[&str]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafer"));
+    cmd.arg("run").arg(job).args(extra);
+    cmd.env("WAFER_COMPONENTS", components());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    cmd.stdout(Stdio::null()).stderr(log);
+    cmd.spawn().expect("spawn wafer")
+}
+
+/// Ids of the complete checkpoints in `dir` (those with a manifest).
+fn complete_checkpoints(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let id = name.strip_prefix("chk-")?.parse().ok()?;
+                    e.path().join("_MANIFEST").exists().then_some(id)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+/// Whether a checkpoint is being written (its state snapshot exists).
+fn checkpoint_in_progress(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("tmp")).is_ok_and(|mut rd| rd.next().is_some())
+}
+
+/// Runs `job` until it finishes by itself, killing it with SIGKILL at
+/// random moments at least `kills` times and restarting it with the same
+/// command. Every life makes progress: a kill comes only after a new
+/// checkpoint completed. Returns how many kills landed while a checkpoint
+/// was being written.
+fn run_with_crashes(
+    s: &Scratch,
+    job: &Path,
+    env: &[(&str, String)],
+    ckpt: &Path,
+    kills: usize,
+    seed: u64,
+) -> usize {
+    let mut rng = Rng(seed);
+    let log = s.path("crash.log");
+    let mut killed = 0;
+    let mut during = 0;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        assert!(Instant::now() < deadline, "the crash test did not finish in time");
+        let before = complete_checkpoints(ckpt).last().copied().unwrap_or(0);
+        let mut child = spawn(job, env, &log, &[]);
+        if killed >= kills {
+            let status = child.wait().expect("wait");
+            assert!(
+                status.success(),
+                "the last run failed ({status}); log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            return during;
+        }
+        // Wait for progress (a new checkpoint), then kill at a random moment
+        // soon after: sometimes right when a checkpoint is being written.
+        let mid_checkpoint = killed % 3 == 1;
+        let mut finished = None;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                finished = Some(status);
+                break;
+            }
+            if complete_checkpoints(ckpt).last().copied().unwrap_or(0) > before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(status) = finished {
+            panic!(
+                "the job ended ({status}) after {killed} kills; the input is too small for {kills}. log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if mid_checkpoint {
+            let until = Instant::now() + Duration::from_secs(2);
+            while !checkpoint_in_progress(ckpt) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if checkpoint_in_progress(ckpt) {
+                during += 1;
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.below(150)));
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            panic!("the job ended by itself after {killed} kills; the input is too small");
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        killed += 1;
+    }
+}
+
+fn user_features_input(s: &Scratch, events: &str) -> PathBuf {
+    let base = s.generate_interactions(
+        "events",
+        &[
+            "--events",
+            events,
+            "--users",
+            "3000",
+            "--skew",
+            "1.1",
+            "--corrupt",
+            "0.01",
+            "--late",
+            "0.01",
+            "--very-late",
+            "0.002",
+            "--seed",
+            "23",
+        ],
+    );
+    PathBuf::from(format!("{}.jsonl", base.display()))
+}
+
+/// Compares the user-features outputs in `out` with the oracle's.
+fn check_user_features(s: &Scratch, input: &Path, out: &str) {
+    let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
+    let as_vec = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    assert_upserts(
+        &s.output(out, "purchases_5m"),
+        &as_vec("purchases_5m"),
+        &["user_id", "window_start_ms"],
+        "purchases_5m",
+    );
+    assert_upserts(
+        &s.output(out, "sessions"),
+        &as_vec("sessions"),
+        &["user_id", "session_start_ms"],
+        "sessions",
+    );
+    assert_eq!(
+        sorted(&s.output(out, "late")),
+        sorted(&as_vec("late")),
+        "late records"
+    );
+    assert_eq!(
+        Some(s.output(out, "dlq").len() as u64),
+        expected["dlq"].as_u64(),
+        "dead letters"
+    );
+}
+
+#[test]
+fn user_features_survives_repeated_sigkill() {
+    let s = Scratch::new();
+    let input = user_features_input(&s, "400000");
+    let ckpt = s.path("ckpt");
+    let env: Vec<(&str, String)> = vec![
+        ("INPUT", input.display().to_string()),
+        ("INPUT_FORMAT", "json".into()),
+        ("OUTPUT_DIR", s.path("out").display().to_string()),
+        ("PARALLELISM", "2".into()),
+        ("CHECKPOINT_DIR", ckpt.display().to_string()),
+        ("CHECKPOINT_INTERVAL", "100ms".into()),
+    ];
+    let during = run_with_crashes(
+        &s,
+        &repo().join("examples/user-features/job.yaml"),
+        &env,
+        &ckpt,
+        10,
+        7,
+    );
+    assert!(during >= 1, "no kill landed during a checkpoint");
+    check_user_features(&s, &input, "out");
+}
+
+#[test]
+fn training_samples_survives_repeated_sigkill() {
+    let s = Scratch::new();
+    let (views, engagements) = s.generate_training(
+        "training",
+        &[
+            "--views",
+            "200000",
+            "--users",
+            "400",
+            "--items",
+            "60",
+            "--engaged",
+            "0.5",
+            "--decoys",
+            "0.3",
+            "--late",
+            "0.01",
+            "--corrupt",
+            "0.01",
+            "--seed",
+            "5",
+        ],
+    );
+    let ckpt = s.path("ckpt");
+    let out = s.path("out");
+    let env: Vec<(&str, String)> = vec![
+        ("VIEWS", views.display().to_string()),
+        ("ENGAGEMENTS", engagements.display().to_string()),
+        ("OUTPUT_DIR", out.display().to_string()),
+        ("PARALLELISM", "2".into()),
+        ("CHECKPOINT_DIR", ckpt.display().to_string()),
+        ("CHECKPOINT_INTERVAL", "100ms".into()),
+    ];
+    // Smaller batches: a barrier waits behind fewer queued records, so each
+    // life between kills is shorter and ten kills fit in the input.
+    let yaml = std::fs::read_to_string(repo().join("examples/training-samples/job.yaml"))
+        .unwrap()
+        .replace(
+            "parallelism: ${PARALLELISM:-auto}",
+            "parallelism: ${PARALLELISM:-auto}\nbatch_size: 256",
+        );
+    let job = s.path("training-job.yaml");
+    std::fs::write(&job, yaml).unwrap();
+    run_with_crashes(&s, &job, &env, &ckpt, 10, 11);
+    let expected = run_oracle(
+        "training_samples.py",
+        &[views.as_os_str(), engagements.as_os_str()],
+    );
+    let samples = s.output("out", "samples");
+    let want = expected["samples"].as_array().cloned().unwrap_or_default();
+    assert!(want.len() > 1000);
+    assert_upserts(&samples, &want, &["view_id"], "samples");
+    assert_eq!(
+        Some(s.output("out", "dlq").len() as u64),
+        expected["dlq"].as_u64(),
+        "dead letters"
+    );
+}
+
+/// The records a finished run read from its sources.
+fn records_read(metrics: &str) -> f64 {
+    metric(metrics, "wafer_records_in_total{stage=\"deserialize:events\"}").unwrap_or(0.0)
+}
+
+#[test]
+fn a_savepoint_carries_state_into_a_changed_job_without_rereading_files() {
+    let s = Scratch::new();
+    // Two files: the savepoint is taken while the first is being read or
+    // soon after.
+    let input = user_features_input(&s, "300000");
+    let dir = s.path("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Split the input into two files, in path order.
+    let text = std::fs::read(&input).unwrap();
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let half = lines.len() / 2;
+    std::fs::write(dir.join("a.jsonl"), lines[..half].concat()).unwrap();
+    std::fs::write(dir.join("b.jsonl"), lines[half..].concat()).unwrap();
+
+    let ckpt = s.path("ckpt");
+    let job = repo().join("examples/user-features/job.yaml");
+    let env: Vec<(&str, String)> = vec![
+        ("INPUT", dir.display().to_string()),
+        ("INPUT_FORMAT", "json".into()),
+        ("OUTPUT_DIR", s.path("out").display().to_string()),
+        ("PARALLELISM", "2".into()),
+        ("CHECKPOINT_DIR", ckpt.display().to_string()),
+        ("CHECKPOINT_INTERVAL", "1h".into()),
+    ];
+    let first_metrics = s.path("first.txt");
+    let mut child = spawn(
+        &job,
+        &env,
+        &s.path("first.log"),
+        &["--metrics-file", first_metrics.to_str().unwrap()],
+    );
+    // Let it read for a while, then take a savepoint and stop.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["savepoint", ckpt.to_str().unwrap(), "--name", "half", "--stop"])
+        .output()
+        .expect("wafer savepoint");
+    assert!(
+        out.status.success(),
+        "savepoint failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(s.path("first.log")).unwrap_or_default()
+    );
+    let savepoint = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(savepoint, ckpt.join("savepoints").join("half"));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the stopped job failed: {status}");
+    let read_first = records_read(&std::fs::read_to_string(&first_metrics).unwrap());
+    let total = lines.len() as f64;
+    assert!(
+        read_first > 0.0 && read_first < total,
+        "the first run read {read_first} of {total} records: the savepoint should come mid-input"
+    );
+
+    // The changed job: a filter that drops nothing the oracle keeps, one
+    // worker instead of two, and a new version of the sessions processor.
+    let yaml = std::fs::read_to_string(&job).unwrap();
+    let yaml = yaml
+        .replace(
+            "    format: ${INPUT_FORMAT:-json}\n",
+            "    format: ${INPUT_FORMAT:-json}\n    filters:\n      - exclude: { field: event_type, values: [heartbeat-never-sent] }\n",
+        )
+        .replace(
+            "sessions: ${WAFER_COMPONENTS:-../../target/components}/sessions.wasm",
+            "sessions: ${WAFER_COMPONENTS:-../../target/components}/sessions-v2.wasm",
+        );
+    let changed = s.path("changed.yaml");
+    std::fs::write(&changed, &yaml).unwrap();
+    let mut env2: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env2.retain(|(k, _)| *k != "PARALLELISM");
+    env2.push(("PARALLELISM", "1"));
+    let out = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("run")
+        .arg(&changed)
+        .arg("--from-savepoint")
+        .arg(&savepoint)
+        .arg("--metrics-file")
+        .arg(s.path("second.txt"))
+        .env("WAFER_COMPONENTS", components())
+        .envs(env2.iter().copied())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "restoring from the savepoint failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read_second = records_read(&std::fs::read_to_string(s.path("second.txt")).unwrap());
+    assert_eq!(
+        read_first + read_second,
+        total,
+        "records read before and after the savepoint must add up to the input, once"
+    );
+    check_user_features(&s, &input, "out");
+    // The savepoint stays until deleted.
+    assert!(savepoint.join("_MANIFEST").exists());
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_is_skipped_for_the_one_before() {
+    let s = Scratch::new();
+    let input = user_features_input(&s, "200000");
+    let ckpt = s.path("ckpt");
+    let job = repo().join("examples/user-features/job.yaml");
+    let env: Vec<(&str, String)> = vec![
+        ("INPUT", input.display().to_string()),
+        ("INPUT_FORMAT", "json".into()),
+        ("OUTPUT_DIR", s.path("out").display().to_string()),
+        ("PARALLELISM", "2".into()),
+        ("CHECKPOINT_DIR", ckpt.display().to_string()),
+        ("CHECKPOINT_INTERVAL", "100ms".into()),
+    ];
+    let log = s.path("run.log");
+    let mut child = spawn(&job, &env, &log, &[]);
+    while complete_checkpoints(&ckpt).len() < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended too early: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ids = complete_checkpoints(&ckpt);
+    let latest = *ids.last().unwrap();
+    // Flip a byte in the middle of the latest manifest.
+    let manifest = ckpt.join(format!("chk-{latest:010}")).join("_MANIFEST");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&manifest, bytes).unwrap();
+
+    let listing = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["checkpoints", ckpt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.contains(&format!("skipped checkpoint {latest}")),
+        "the corrupt checkpoint is reported: {text}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("run")
+        .arg(&job)
+        .env("WAFER_COMPONENTS", components())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipping checkpoint") && stderr.contains("restoring from checkpoint"),
+        "the run says what it skipped and what it restored: {stderr}"
+    );
+    check_user_features(&s, &input, "out");
+}
