@@ -13,9 +13,14 @@ use wafer_row::{BatchBuf, RowWriter, Schema};
 use wafer_runtime::{Decoded, Deserialize, FailKind, Failure};
 use wafer_sdk::Record;
 
-/// The repository root.
+/// The repository root: the parent of the running bench's package (cargo
+/// sets `CARGO_MANIFEST_DIR` when it runs benches), so that a build cache
+/// shared between checkouts never points a bench at another checkout.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("..")
 }
 
 /// A JSON interaction event of about `len` bytes (padded in `item_id`).
