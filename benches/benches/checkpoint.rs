@@ -1,5 +1,5 @@
 //! Checkpoint cost on session-like keyed state: N keys of a value state
-//! (about 60 bytes each, like the sessions processor's) written through
+//! (about 100 bytes each, incompressible) written through
 //! `KeyedState`, then
 //!
 //! - a **full** checkpoint (nothing stored yet): the RocksDB snapshot (the
@@ -35,8 +35,9 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 fn value(i: u64, round: u64) -> Vec<u8> {
-    // start, end, count, clicks and a little padding: ~60 bytes.
-    let mut v = Vec::with_capacity(60);
+    // start, end, count, clicks, then ~70 bytes that do not compress (a
+    // session's ids and features): ~100 bytes, so 10M keys are ~1 GB.
+    let mut v = Vec::with_capacity(104);
     for x in [
         i * 1000 + round,
         i * 1000 + 900_000 + round,
@@ -45,7 +46,13 @@ fn value(i: u64, round: u64) -> Vec<u8> {
     ] {
         v.extend_from_slice(&x.to_le_bytes());
     }
-    v.extend_from_slice(&[0x5a; 28]);
+    let mut r = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round.wrapping_add(1);
+    while v.len() < 104 {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        v.extend_from_slice(&r.to_le_bytes());
+    }
     v
 }
 
