@@ -183,17 +183,9 @@ impl CheckpointStore {
                     crc32: crc,
                 });
             } else {
-                let crc = crc32_file(&local.path).map_err(io_err(&local.path))?;
-                let key = format!("{dir}/files/{}", local.name);
-                self.storage.put_file(&key, &local.path)?;
                 stats.files_uploaded += 1;
                 stats.bytes_uploaded += local.size;
-                files.push(StateFile {
-                    name: local.name,
-                    key,
-                    size: local.size,
-                    crc32: crc,
-                });
+                files.push(self.put_private(&dir, local)?);
             }
         }
         manifest.files = files;
@@ -235,19 +227,10 @@ impl CheckpointStore {
             )));
         }
         self.storage.delete(&dir)?;
-        let mut files = Vec::new();
-        for local in local_files(state_dir)? {
-            let crc = crc32_file(&local.path).map_err(io_err(&local.path))?;
-            let key = format!("{dir}/files/{}", local.name);
-            self.storage.put_file(&key, &local.path)?;
-            files.push(StateFile {
-                name: local.name,
-                key,
-                size: local.size,
-                crc32: crc,
-            });
-        }
-        manifest.files = files;
+        manifest.files = local_files(state_dir)?
+            .into_iter()
+            .map(|local| self.put_private(&dir, local))
+            .collect::<Result<_, _>>()?;
         manifest.kind = Kind::Savepoint as i32;
         manifest.format_version = FORMAT_VERSION;
         manifest.name = name.to_string();
@@ -539,6 +522,22 @@ impl CheckpointStore {
 }
 
 /// A file of a state directory.
+impl CheckpointStore {
+    /// Stores a file under `<dir>/files/<name>`, private to one checkpoint
+    /// or savepoint, with its CRC.
+    fn put_private(&self, dir: &str, local: LocalFile) -> Result<StateFile, CheckpointError> {
+        let crc = crc32_file(&local.path).map_err(io_err(&local.path))?;
+        let key = format!("{dir}/files/{}", local.name);
+        self.storage.put_file(&key, &local.path)?;
+        Ok(StateFile {
+            name: local.name,
+            key,
+            size: local.size,
+            crc32: crc,
+        })
+    }
+}
+
 struct LocalFile {
     /// Relative to the state directory, '/'-separated.
     name: String,

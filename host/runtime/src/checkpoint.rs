@@ -227,19 +227,17 @@ pub(crate) fn run_coordinator(mut s: CoordinatorSetup) -> Result<(), RuntimeErro
     let _ = std::fs::remove_dir_all(&tmp_root);
     let mut shutdown = false;
     loop {
-        match s.rx.recv_timeout(tick) {
-            Ok(Report::Shutdown) => shutdown = true,
-            Ok(Report::SourceEnded { source, pos }) => {
-                if let Some(e) = ended.get_mut(source) {
-                    *e = Some(pos);
-                }
-            }
-            Ok(r) => route(&s, pending.as_mut(), r),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => shutdown = true,
-        }
-        // Drain whatever else arrived before deciding.
-        while let Ok(r) = s.rx.try_recv() {
+        // Wait for one report, then take whatever else arrived before
+        // deciding.
+        let first = match s.rx.recv_timeout(tick) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Report::Shutdown),
+        };
+        for r in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| s.rx.try_recv().ok()))
+        {
             match r {
                 Report::Shutdown => shutdown = true,
                 Report::SourceEnded { source, pos } => {
@@ -256,9 +254,10 @@ pub(crate) fn run_coordinator(mut s: CoordinatorSetup) -> Result<(), RuntimeErro
             // let them go.
             if p.db_dir.is_none() && p.keyed.iter().all(Option::is_some) {
                 let snap_started = Instant::now();
-                let dir = tmp_root.join(format!("{}", p.id)).join("db");
+                let snap = tmp_root.join(p.id.to_string());
+                let dir = snap.join("db");
                 let result = match &s.db {
-                    Some(db) => std::fs::create_dir_all(tmp_root.join(format!("{}", p.id)))
+                    Some(db) => std::fs::create_dir_all(&snap)
                         .map_err(|e| e.to_string())
                         .and_then(|()| db.checkpoint(&dir).map_err(|e| e.to_string())),
                     None => Ok(()),

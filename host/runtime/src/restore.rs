@@ -157,13 +157,13 @@ fn kind_name(m: &Manifest) -> &'static str {
 pub(crate) fn file_start(st: &SourceState, files: Vec<PathBuf>) -> (Vec<PathBuf>, Option<FilePosition>) {
     let Some(c) = &st.file else { return (files, None) };
     if c.done {
-        // Every file up to `last` was read: only later ones are new.
+        // Every file up to `last` was read: only later ones are new (none,
+        // if the cursor does not say which file was last).
         let last = PathBuf::from(&c.last);
         let rest = files
             .into_iter()
-            .filter(|f| c.last.is_empty() || f > &last)
+            .filter(|f| !c.last.is_empty() && f > &last)
             .collect();
-        let rest: Vec<PathBuf> = if c.last.is_empty() { Vec::new() } else { rest };
         return (rest, None);
     }
     let pos = FilePosition {
