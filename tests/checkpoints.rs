@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, assert_upserts, components, metric, repo, run_oracle, sorted};
+use common::{Scratch, assert_upserts, assert_user_features, components, metric, repo, run_oracle};
 
 /// A small deterministic random generator (xorshift), so a failing run can
 /// be repeated.
@@ -145,70 +145,36 @@ fn run_with_crashes(
     }
 }
 
-fn user_features_input(s: &Scratch, events: &str) -> PathBuf {
-    let base = s.generate_interactions(
-        "events",
-        &[
-            "--events",
-            events,
-            "--users",
-            "3000",
-            "--skew",
-            "1.1",
-            "--corrupt",
-            "0.01",
-            "--late",
-            "0.01",
-            "--very-late",
-            "0.002",
-            "--seed",
-            "23",
-        ],
-    );
-    PathBuf::from(format!("{}.jsonl", base.display()))
+fn user_features_input(s: &Scratch, events: usize) -> PathBuf {
+    s.reference_events("events", events, 3000, 23)
+        .with_extension("jsonl")
 }
 
-/// Compares the user-features outputs in `out` with the oracle's.
-fn check_user_features(s: &Scratch, input: &Path, out: &str) {
-    let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
-    let as_vec = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
-    assert_upserts(
-        &s.output(out, "purchases_5m"),
-        &as_vec("purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m",
-    );
-    assert_upserts(
-        &s.output(out, "sessions"),
-        &as_vec("sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions",
-    );
-    assert_eq!(
-        sorted(&s.output(out, "late")),
-        sorted(&as_vec("late")),
-        "late records"
-    );
-    assert_eq!(
-        Some(s.output(out, "dlq").len() as u64),
-        expected["dlq"].as_u64(),
-        "dead letters"
-    );
-}
-
-#[test]
-fn user_features_survives_repeated_sigkill() {
-    let s = Scratch::new();
-    let input = user_features_input(&s, "400000");
-    let ckpt = s.path("ckpt");
-    let env: Vec<(&str, String)> = vec![
+/// The user-features example's environment: JSON `input`, outputs to
+/// `<scratch>/out`, two workers, checkpoints in `ckpt` every `interval`.
+fn user_features_env(s: &Scratch, input: &Path, ckpt: &Path, interval: &str) -> Vec<(&'static str, String)> {
+    vec![
         ("INPUT", input.display().to_string()),
         ("INPUT_FORMAT", "json".into()),
         ("OUTPUT_DIR", s.path("out").display().to_string()),
         ("PARALLELISM", "2".into()),
         ("CHECKPOINT_DIR", ckpt.display().to_string()),
-        ("CHECKPOINT_INTERVAL", "100ms".into()),
-    ];
+        ("CHECKPOINT_INTERVAL", interval.into()),
+    ]
+}
+
+/// Compares the user-features outputs in `out` with the oracle's.
+fn check_user_features(s: &Scratch, input: &Path, out: &str) {
+    let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
+    assert_user_features(s, out, &expected);
+}
+
+#[test]
+fn user_features_survives_repeated_sigkill() {
+    let s = Scratch::new();
+    let input = user_features_input(&s, 400000);
+    let ckpt = s.path("ckpt");
+    let env = user_features_env(&s, &input, &ckpt, "100ms");
     let during = run_with_crashes(
         &s,
         &repo().join("examples/user-features/job.yaml"),
@@ -291,7 +257,7 @@ fn a_savepoint_carries_state_into_a_changed_job_without_rereading_files() {
     let s = Scratch::new();
     // Two files: the savepoint is taken while the first is being read or
     // soon after.
-    let input = user_features_input(&s, "300000");
+    let input = user_features_input(&s, 300000);
     let dir = s.path("in");
     std::fs::create_dir_all(&dir).unwrap();
     // Split the input into two files, in path order.
@@ -303,14 +269,7 @@ fn a_savepoint_carries_state_into_a_changed_job_without_rereading_files() {
 
     let ckpt = s.path("ckpt");
     let job = repo().join("examples/user-features/job.yaml");
-    let env: Vec<(&str, String)> = vec![
-        ("INPUT", dir.display().to_string()),
-        ("INPUT_FORMAT", "json".into()),
-        ("OUTPUT_DIR", s.path("out").display().to_string()),
-        ("PARALLELISM", "2".into()),
-        ("CHECKPOINT_DIR", ckpt.display().to_string()),
-        ("CHECKPOINT_INTERVAL", "1h".into()),
-    ];
+    let env = user_features_env(&s, &dir, &ckpt, "1h");
     let first_metrics = s.path("first.txt");
     let mut child = spawn(
         &job,
@@ -388,17 +347,10 @@ fn a_savepoint_carries_state_into_a_changed_job_without_rereading_files() {
 #[test]
 fn a_corrupt_latest_checkpoint_is_skipped_for_the_one_before() {
     let s = Scratch::new();
-    let input = user_features_input(&s, "200000");
+    let input = user_features_input(&s, 200000);
     let ckpt = s.path("ckpt");
     let job = repo().join("examples/user-features/job.yaml");
-    let env: Vec<(&str, String)> = vec![
-        ("INPUT", input.display().to_string()),
-        ("INPUT_FORMAT", "json".into()),
-        ("OUTPUT_DIR", s.path("out").display().to_string()),
-        ("PARALLELISM", "2".into()),
-        ("CHECKPOINT_DIR", ckpt.display().to_string()),
-        ("CHECKPOINT_INTERVAL", "100ms".into()),
-    ];
+    let env = user_features_env(&s, &input, &ckpt, "100ms");
     let log = s.path("run.log");
     let mut child = spawn(&job, &env, &log, &[]);
     while complete_checkpoints(&ckpt).len() < 2 {

@@ -149,26 +149,8 @@ fn assert_one_partition_per_key(rows: &[(i32, Option<Vec<u8>>, Value)], what: &s
 }
 
 fn generate_events(s: &Scratch) -> PathBuf {
-    s.generate_interactions(
-        "events",
-        &[
-            "--events",
-            "30000",
-            "--users",
-            "1500",
-            "--skew",
-            "1.1",
-            "--corrupt",
-            "0.01",
-            "--late",
-            "0.01",
-            "--very-late",
-            "0.002",
-            "--seed",
-            "23",
-        ],
-    )
-    .with_extension("jsonl")
+    s.reference_events("events", 30000, 1500, 23)
+        .with_extension("jsonl")
 }
 
 #[test]

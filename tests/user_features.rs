@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Scratch, assert_upserts, read_jsonl, repo, run_oracle, sorted, state_census};
+use common::{Scratch, assert_user_features, read_jsonl, repo, run_oracle, state_census};
 use serde_json::Value;
 
 fn oracle(input: &Path, format: &str) -> Value {
@@ -26,54 +26,15 @@ fn check_against_oracle(s: &Scratch, input: &Path, format: &str, env: &[(&str, &
     ];
     all.extend_from_slice(env);
     s.run_ok(&repo().join("examples/user-features/job.yaml"), &all);
-    let purchases = s.output(tag, "purchases_5m");
-    let sessions = s.output(tag, "sessions");
-    let late = s.output(tag, "late");
-    let dlq = s.output(tag, "dlq");
     let as_vec = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
     assert!(
         as_vec("purchases_5m").len() > 500 && as_vec("sessions").len() > 1000 && as_vec("late").len() > 50
     );
-    assert_upserts(
-        &purchases,
-        &as_vec("purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m",
-    );
-    assert_upserts(
-        &sessions,
-        &as_vec("sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions",
-    );
-    assert_eq!(sorted(&late), sorted(&as_vec("late")), "late records ({tag})");
-    assert_eq!(
-        Some(dlq.len() as u64),
-        expected["dlq"].as_u64(),
-        "dead letters ({tag})"
-    );
+    assert_user_features(s, tag, &expected);
 }
 
 fn generate(s: &Scratch) -> std::path::PathBuf {
-    s.generate_interactions(
-        "events",
-        &[
-            "--events",
-            "60000",
-            "--users",
-            "3000",
-            "--skew",
-            "1.1",
-            "--corrupt",
-            "0.01",
-            "--late",
-            "0.01",
-            "--very-late",
-            "0.002",
-            "--seed",
-            "17",
-        ],
-    )
+    s.reference_events("events", 60000, 3000, 17)
 }
 
 #[test]

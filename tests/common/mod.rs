@@ -74,6 +74,33 @@ impl Scratch {
         self.generate("interactions", out, args)
     }
 
+    /// The interaction input the user-features tests share: `events`
+    /// events of `users` skewed users, 1% corrupt lines, 1% late and 0.2%
+    /// very late events. Returns the path without extension (`.jsonl` and
+    /// `.pb` exist).
+    pub fn reference_events(&self, out: &str, events: usize, users: usize, seed: u64) -> PathBuf {
+        let (events, users, seed) = (events.to_string(), users.to_string(), seed.to_string());
+        self.generate_interactions(
+            out,
+            &[
+                "--events",
+                &events,
+                "--users",
+                &users,
+                "--skew",
+                "1.1",
+                "--corrupt",
+                "0.01",
+                "--late",
+                "0.01",
+                "--very-late",
+                "0.002",
+                "--seed",
+                &seed,
+            ],
+        )
+    }
+
     /// Generated views and engagements: `(views, engagements)` files.
     pub fn generate_training(&self, out: &str, args: &[&str]) -> (PathBuf, PathBuf) {
         let base = self.generate("training", out, args);
@@ -273,4 +300,33 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Compares the user-features outputs written to `<scratch>/<dir>` with the
+/// oracle's `expected`: windows and sessions as upserts, late records as a
+/// multiset, dead letters by count.
+pub fn assert_user_features(s: &Scratch, dir: &str, expected: &Value) {
+    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    assert_upserts(
+        &s.output(dir, "purchases_5m"),
+        &want("purchases_5m"),
+        &["user_id", "window_start_ms"],
+        "purchases_5m",
+    );
+    assert_upserts(
+        &s.output(dir, "sessions"),
+        &want("sessions"),
+        &["user_id", "session_start_ms"],
+        "sessions",
+    );
+    assert_eq!(
+        sorted(&s.output(dir, "late")),
+        sorted(&want("late")),
+        "late records ({dir})"
+    );
+    assert_eq!(
+        Some(s.output(dir, "dlq").len() as u64),
+        expected["dlq"].as_u64(),
+        "dead letters ({dir})"
+    );
 }
