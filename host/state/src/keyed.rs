@@ -1,12 +1,16 @@
 //! A keyed worker's state: a bounded in-memory cache of hot entries over
 //! RocksDB, with write-back in batches and per-call transactions.
 //!
-//! Reads look in the open transaction, then the cache, then entries evicted
-//! but not yet written, then RocksDB. Writes go to the transaction (during a
-//! guest call) or straight to the cache; dirty entries reach RocksDB when the
+//! Reads look in the cache, then entries evicted but not yet written, then
+//! RocksDB. Writes go to the cache; dirty entries reach RocksDB when the
 //! cache evicts them (in batches) or on [`KeyedState::flush`]. So the hot path
 //! costs a hash lookup, not a RocksDB round trip, and a cache smaller than
 //! the state only costs speed, never correctness.
+//!
+//! A transaction (one guest call) writes in place and keeps an undo log of
+//! the entries as they were before its first write to each; an abort puts
+//! them back. Aborts are rare (a guest trapped), so a commit, the common
+//! case, costs nothing but dropping the log.
 //!
 //! TTL is measured in event time: an entry written when the worker's stream
 //! time (largest event time it has processed) was `s` expires once the
@@ -15,14 +19,13 @@
 //! input (when the watermark reaches +infinity).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
-use lru::LruCache;
 use wafer_core::key::key_group;
 
 use crate::StateError;
+use crate::cache::ClockCache;
 use crate::codec::{Data, NO_EXPIRY, decode, encode, state_key};
 use crate::db::{CF_STATE, StateDb};
 
@@ -54,6 +57,34 @@ struct Cell {
     data: Option<Data>,
     expiry: i64,
     dirty: bool,
+    /// RocksDB (or the pending writes) may hold this entry: clearing it
+    /// must write a delete. A cleared entry that never left memory just
+    /// goes, so the cache holds live entries, not the ghosts of every
+    /// window and session that ever closed.
+    on_disk: bool,
+    /// The transaction that last logged this cell's undo entry (0: none).
+    tx: u32,
+}
+
+impl Cell {
+    fn absent() -> Self {
+        Cell {
+            data: None,
+            expiry: NO_EXPIRY,
+            dirty: false,
+            on_disk: false,
+            tx: 0,
+        }
+    }
+}
+
+/// The open transaction: its number and the cells as they were before it
+/// first wrote them, in write order.
+struct Tx {
+    id: u32,
+    undo: Vec<(Vec<u8>, Cell)>,
+    /// Change of the live-entry count by this transaction.
+    live: isize,
 }
 
 /// Counters of cache behaviour.
@@ -78,21 +109,22 @@ pub struct KeyedState {
     // foldhash, not SipHash: these maps are on the per-record path, and
     // keys come from the job's own key groups (no flooding to defend from
     // beyond foldhash's per-process seed).
-    cache: LruCache<Vec<u8>, Cell, RandomState>,
+    cache: ClockCache<Cell>,
     pending: HashMap<Vec<u8>, Option<Vec<u8>>, RandomState>,
-    tx: Option<HashMap<Vec<u8>, Cell, RandomState>>,
-    decls: HashMap<(u16, u16), StateDecl>,
+    tx: Option<Tx>,
+    /// Number of the last transaction opened.
+    tx_count: u32,
+    /// Declared states: a handful, searched linearly.
+    decls: Vec<((u16, u16), StateDecl)>,
     scratch: Vec<u8>,
     stream_time: i64,
     watermark: i64,
     /// While a timer for time `t` fires, entries expire as of `t` (see
     /// [`KeyedState::set_horizon`]).
     horizon: Option<i64>,
-    /// Entries holding data (committed), and their most so far.
+    /// Entries holding data, and their most so far.
     live: usize,
     peak_live: usize,
-    /// Change of `live` by the open transaction.
-    tx_live: isize,
     stats: CacheStats,
 }
 
@@ -101,32 +133,35 @@ impl KeyedState {
     pub fn new(db: Arc<StateDb>, cache_entries: usize) -> Self {
         KeyedState {
             db,
-            cache: LruCache::with_hasher(
-                NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
-                RandomState::default(),
-            ),
+            cache: ClockCache::new(cache_entries),
             pending: HashMap::default(),
             tx: None,
-            decls: HashMap::new(),
+            tx_count: 0,
+            decls: Vec::new(),
             scratch: Vec::new(),
             stream_time: i64::MIN,
             watermark: i64::MIN,
             horizon: None,
             live: 0,
             peak_live: 0,
-            tx_live: 0,
             stats: CacheStats::default(),
         }
     }
 
     /// Declares state `state` of operator `op`.
     pub fn declare(&mut self, op: u16, state: u16, decl: StateDecl) {
-        self.decls.insert((op, state), decl);
+        match self.decls.iter_mut().find(|(k, _)| *k == (op, state)) {
+            Some((_, d)) => *d = decl,
+            None => self.decls.push(((op, state), decl)),
+        }
     }
 
     /// The declaration of a piece of state.
     pub fn decl(&self, op: u16, state: u16) -> Option<StateDecl> {
-        self.decls.get(&(op, state)).copied()
+        self.decls
+            .iter()
+            .find(|(k, _)| *k == (op, state))
+            .map(|(_, d)| *d)
     }
 
     /// Advances stream time (TTL clocks start from it).
@@ -168,7 +203,11 @@ impl KeyedState {
 
     fn add_live(&mut self, delta: isize) {
         self.live = self.live.saturating_add_signed(delta);
-        self.peak_live = self.peak_live.max(self.live);
+        // Within a transaction the peak waits for the commit: what an
+        // aborted call wrote never counts.
+        if self.tx.is_none() {
+            self.peak_live = self.peak_live.max(self.live);
+        }
     }
 
     /// Cache counters so far.
@@ -176,35 +215,57 @@ impl KeyedState {
         self.stats
     }
 
-    /// Opens a transaction: writes until [`commit`](Self::commit) or
-    /// [`abort`](Self::abort) are kept apart.
+    /// Opens a transaction: writes until [`commit`](Self::commit) can be
+    /// undone by [`abort`](Self::abort).
     pub fn begin(&mut self) {
-        self.tx = Some(HashMap::default());
-        self.tx_live = 0;
+        // Numbers wrap after 4 billion calls; 0 stays "never logged". A cell
+        // last logged exactly 2^32 - 1 transactions ago would be taken as
+        // logged, which needs it to stay cached untouched that long and the
+        // call then to abort: not worth a wider field in every cell.
+        self.tx_count = self.tx_count.wrapping_add(1).max(1);
+        self.tx = Some(Tx {
+            id: self.tx_count,
+            undo: Vec::new(),
+            live: 0,
+        });
     }
 
-    /// Makes the open transaction's writes visible.
+    /// Makes the open transaction's writes final.
     pub fn commit(&mut self) -> Result<(), StateError> {
-        if let Some(tx) = self.tx.take() {
-            let delta = std::mem::take(&mut self.tx_live);
-            self.add_live(delta);
-            for (k, cell) in tx {
-                self.insert_cache(k, cell)?;
-            }
-        }
+        self.tx = None;
+        self.peak_live = self.peak_live.max(self.live);
         Ok(())
     }
 
-    /// Forgets the open transaction's writes.
+    /// Undoes the open transaction's writes.
     pub fn abort(&mut self) {
-        self.tx = None;
-        self.tx_live = 0;
+        let Some(tx) = self.tx.take() else {
+            return;
+        };
+        self.live = self.live.saturating_add_signed(-tx.live);
+        // Latest first, so a cell logged twice (evicted and reloaded within
+        // the call) ends as it was before the call. Restored cells are
+        // dirty and maybe on disk: the undone value may have reached
+        // RocksDB by eviction.
+        for (key, mut old) in tx.undo.into_iter().rev() {
+            old.dirty = true;
+            old.on_disk = true;
+            old.tx = 0;
+            match self.cache.get_mut(&key) {
+                Some(c) => *c = old,
+                // Evicted since: the pending writes shadow RocksDB.
+                None => {
+                    let encoded = old.data.as_ref().map(|d| encode(d, old.expiry));
+                    self.pending.insert(key, encoded);
+                }
+            }
+        }
     }
 
-    fn insert_cache(&mut self, key: Vec<u8>, cell: Cell) -> Result<(), StateError> {
-        if let Some((old_key, old)) = self.cache.push(key, cell)
+    /// Queues an evicted entry for RocksDB if it holds unwritten changes.
+    fn evicted(&mut self, evicted: Option<(Vec<u8>, Cell)>) -> Result<(), StateError> {
+        if let Some((old_key, old)) = evicted
             && old.dirty
-            && !self.cache.contains(&old_key)
         {
             self.stats.evictions += 1;
             let encoded = old.data.as_ref().map(|d| encode(d, old.expiry));
@@ -229,56 +290,44 @@ impl KeyedState {
         Ok(())
     }
 
-    /// Loads the cell at `self.scratch` from below the transaction.
-    fn load_lower(&mut self) -> Result<Cell, StateError> {
-        if let Some(c) = self.cache.get(&self.scratch) {
-            self.stats.hits += 1;
-            return Ok(c.clone());
-        }
-        self.stats.misses += 1;
-        let raw = match self.pending.get(&self.scratch) {
-            Some(v) => v.clone(),
-            None => self.db.get(CF_STATE, &self.scratch)?,
-        };
-        Ok(match raw.as_deref().and_then(decode) {
-            Some((data, expiry)) => Cell {
-                data: Some(data),
-                expiry,
-                dirty: false,
-            },
-            None => Cell {
-                data: None,
-                expiry: NO_EXPIRY,
-                dirty: false,
-            },
-        })
-    }
-
     /// Runs `f` on the state of (`op`, `state`, `key`); `write` says whether
     /// `f` may change it.
     fn with<R>(
         &mut self,
         op: u16,
         state: u16,
+        kind: Option<Kind>,
         key: &[u8],
         write: bool,
         f: impl FnOnce(&mut Option<Data>) -> R,
     ) -> Result<R, StateError> {
-        self.with_sub(op, state, key, &[], write, f)
+        self.with_sub(op, state, kind, key, &[], write, f)
     }
 
     /// Like `with`, for the entry `sub` of a key (a window of a key, say):
     /// stored under the key's key group, after the key's bytes.
+    #[allow(clippy::too_many_arguments)]
     fn with_sub<R>(
         &mut self,
         op: u16,
         state: u16,
+        kind: Option<Kind>,
         key: &[u8],
         sub: &[u8],
         write: bool,
         f: impl FnOnce(&mut Option<Data>) -> R,
     ) -> Result<R, StateError> {
         let decl = self.decl(op, state).ok_or(StateError::Undeclared { op, state })?;
+        if let Some(kind) = kind
+            && decl.kind != kind
+        {
+            return Err(StateError::WrongKind {
+                op,
+                state,
+                declared: decl.kind,
+                used: kind,
+            });
+        }
         state_key(&mut self.scratch, key_group(key), op, state, key);
         self.scratch.extend_from_slice(sub);
         let wm = match self.horizon {
@@ -289,71 +338,73 @@ impl KeyedState {
             Some(ttl) => self.stream_time.saturating_add(ttl),
             None => NO_EXPIRY,
         };
-        // Returns `f`'s result and the change in live entries.
-        let apply = |cell: &mut Cell| {
-            let before = isize::from(cell.data.is_some());
-            if cell.data.is_some() && cell.expiry != NO_EXPIRY && cell.expiry <= wm {
-                // Expired: invisible, and deleted on write-back.
-                cell.data = None;
-                cell.dirty = true;
-            }
-            let r = f(&mut cell.data);
-            if write {
-                cell.dirty = true;
-                cell.expiry = expiry;
-            }
-            (r, isize::from(cell.data.is_some()) - before)
-        };
-        if self.tx.is_some() {
-            let in_tx = self.tx.as_ref().is_some_and(|t| t.contains_key(&self.scratch));
-            if !in_tx {
-                let cell = self.load_lower()?;
-                if let Some(tx) = self.tx.as_mut() {
-                    tx.insert(self.scratch.clone(), cell);
-                }
-            } else {
-                self.stats.hits += 1;
-            }
-            let cell = self
-                .tx
-                .as_mut()
-                .and_then(|t| t.get_mut(&self.scratch))
-                .ok_or(StateError::Undeclared { op, state })?;
-            let (r, delta) = apply(cell);
-            self.tx_live += delta;
-            return Ok(r);
+        let (pending, db) = (&self.pending, &self.db);
+        let scratch = &self.scratch;
+        let (cell, evicted, hit) = self.cache.get_or_load(scratch, || {
+            let raw = match pending.get(scratch) {
+                Some(v) => v.clone(),
+                None => db.get(CF_STATE, scratch)?,
+            };
+            Ok::<_, StateError>(match raw.as_deref().and_then(decode) {
+                Some((data, expiry)) => Cell {
+                    data: Some(data),
+                    expiry,
+                    dirty: false,
+                    on_disk: true,
+                    tx: 0,
+                },
+                None => Cell::absent(),
+            })
+        })?;
+        let mut expired = 0;
+        if cell.data.is_some() && cell.expiry != NO_EXPIRY && cell.expiry <= wm {
+            // Expired: invisible, and deleted on write-back. (Not undone by
+            // an abort: it is expired either way.)
+            cell.data = None;
+            cell.dirty = true;
+            expired = -1;
         }
-        if let Some(cell) = self.cache.get_mut(&self.scratch) {
+        let before = isize::from(cell.data.is_some());
+        if write
+            && let Some(tx) = self.tx.as_mut()
+            && cell.tx != tx.id
+        {
+            tx.undo.push((self.scratch.clone(), cell.clone()));
+            cell.tx = tx.id;
+        }
+        let r = f(&mut cell.data);
+        if write {
+            cell.dirty = true;
+            cell.expiry = expiry;
+        }
+        let delta = isize::from(cell.data.is_some()) - before;
+        let cleared = write && cell.data.is_none();
+        let on_disk = cell.on_disk;
+        if hit {
             self.stats.hits += 1;
-            let (r, delta) = apply(cell);
-            self.add_live(delta);
-            return Ok(r);
+        } else {
+            self.stats.misses += 1;
         }
-        let mut cell = self.load_lower()?;
-        let (r, delta) = apply(&mut cell);
-        self.add_live(delta);
-        let key = self.scratch.clone();
-        self.insert_cache(key, cell)?;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.live += delta;
+        }
+        self.add_live(expired + delta);
+        self.evicted(evicted)?;
+        if cleared {
+            self.cache.remove(&self.scratch);
+            if on_disk {
+                self.pending.insert(self.scratch.clone(), None);
+                if self.pending.len() >= PENDING_BATCH {
+                    self.write_pending()?;
+                }
+            }
+        }
         Ok(r)
-    }
-
-    fn check_kind(&self, op: u16, state: u16, kind: Kind) -> Result<(), StateError> {
-        match self.decl(op, state) {
-            Some(d) if d.kind == kind => Ok(()),
-            Some(d) => Err(StateError::WrongKind {
-                op,
-                state,
-                declared: d.kind,
-                used: kind,
-            }),
-            None => Err(StateError::Undeclared { op, state }),
-        }
     }
 
     /// Value state: the value, if any.
     pub fn value_get(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.check_kind(op, state, Kind::Value)?;
-        self.with(op, state, key, false, |d| match d {
+        self.with(op, state, Some(Kind::Value), key, false, |d| match d {
             Some(Data::Value(v)) => Some(v.clone()),
             _ => None,
         })
@@ -361,14 +412,14 @@ impl KeyedState {
 
     /// Value state: sets the value.
     pub fn value_set(&mut self, op: u16, state: u16, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
-        self.check_kind(op, state, Kind::Value)?;
-        self.with(op, state, key, true, |d| *d = Some(Data::Value(value)))
+        self.with(op, state, Some(Kind::Value), key, true, |d| {
+            *d = Some(Data::Value(value))
+        })
     }
 
     /// List state: the items.
     pub fn list_get(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        self.check_kind(op, state, Kind::List)?;
-        self.with(op, state, key, false, |d| match d {
+        self.with(op, state, Some(Kind::List), key, false, |d| match d {
             Some(Data::List(v)) => v.clone(),
             _ => Vec::new(),
         })
@@ -376,8 +427,7 @@ impl KeyedState {
 
     /// List state: appends an item.
     pub fn list_append(&mut self, op: u16, state: u16, key: &[u8], item: Vec<u8>) -> Result<(), StateError> {
-        self.check_kind(op, state, Kind::List)?;
-        self.with(op, state, key, true, |d| match d {
+        self.with(op, state, Some(Kind::List), key, true, |d| match d {
             Some(Data::List(v)) => v.push(item),
             _ => *d = Some(Data::List(vec![item])),
         })
@@ -391,8 +441,7 @@ impl KeyedState {
         key: &[u8],
         items: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
-        self.check_kind(op, state, Kind::List)?;
-        self.with(op, state, key, true, |d| {
+        self.with(op, state, Some(Kind::List), key, true, |d| {
             *d = if items.is_empty() {
                 None
             } else {
@@ -409,8 +458,7 @@ impl KeyedState {
         key: &[u8],
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        self.check_kind(op, state, Kind::Map)?;
-        self.with(op, state, key, false, |d| match d {
+        self.with(op, state, Some(Kind::Map), key, false, |d| match d {
             Some(Data::Map(m)) => m.get(map_key).cloned(),
             _ => None,
         })
@@ -425,8 +473,7 @@ impl KeyedState {
         map_key: Vec<u8>,
         value: Vec<u8>,
     ) -> Result<(), StateError> {
-        self.check_kind(op, state, Kind::Map)?;
-        self.with(op, state, key, true, |d| match d {
+        self.with(op, state, Some(Kind::Map), key, true, |d| match d {
             Some(Data::Map(m)) => {
                 m.insert(map_key, value);
             }
@@ -436,8 +483,7 @@ impl KeyedState {
 
     /// Map state: removes an entry.
     pub fn map_remove(&mut self, op: u16, state: u16, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
-        self.check_kind(op, state, Kind::Map)?;
-        self.with(op, state, key, true, |d| {
+        self.with(op, state, Some(Kind::Map), key, true, |d| {
             if let Some(Data::Map(m)) = d {
                 m.remove(map_key);
                 if m.is_empty() {
@@ -449,8 +495,7 @@ impl KeyedState {
 
     /// Map state: every entry, in key order.
     pub fn map_entries(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Entries, StateError> {
-        self.check_kind(op, state, Kind::Map)?;
-        self.with(op, state, key, false, |d| match d {
+        self.with(op, state, Some(Kind::Map), key, false, |d| match d {
             Some(Data::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             _ => Vec::new(),
         })
@@ -458,7 +503,7 @@ impl KeyedState {
 
     /// Removes the state of any kind.
     pub fn clear(&mut self, op: u16, state: u16, key: &[u8]) -> Result<(), StateError> {
-        self.with(op, state, key, true, |d| *d = None)
+        self.with(op, state, None, key, true, |d| *d = None)
     }
 
     /// Value state of entry `sub` of a key (host-run operators: a window of
@@ -470,8 +515,7 @@ impl KeyedState {
         key: &[u8],
         sub: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        self.check_kind(op, state, Kind::Value)?;
-        self.with_sub(op, state, key, sub, false, |d| match d {
+        self.with_sub(op, state, Some(Kind::Value), key, sub, false, |d| match d {
             Some(Data::Value(v)) => Some(v.clone()),
             _ => None,
         })
@@ -486,13 +530,36 @@ impl KeyedState {
         sub: &[u8],
         value: Vec<u8>,
     ) -> Result<(), StateError> {
-        self.check_kind(op, state, Kind::Value)?;
-        self.with_sub(op, state, key, sub, true, |d| *d = Some(Data::Value(value)))
+        self.with_sub(op, state, Some(Kind::Value), key, sub, true, |d| {
+            *d = Some(Data::Value(value))
+        })
+    }
+
+    /// Reads and rewrites value state of entry `sub` of a key with one
+    /// lookup: `f` gets the value (`None` when absent) and leaves what is
+    /// to be stored (`None` clears it).
+    pub fn sub_update<R>(
+        &mut self,
+        op: u16,
+        state: u16,
+        key: &[u8],
+        sub: &[u8],
+        f: impl FnOnce(&mut Option<Vec<u8>>) -> R,
+    ) -> Result<R, StateError> {
+        self.with_sub(op, state, Some(Kind::Value), key, sub, true, |d| {
+            let mut v = match d.take() {
+                Some(Data::Value(v)) => Some(v),
+                _ => None,
+            };
+            let r = f(&mut v);
+            *d = v.map(Data::Value);
+            r
+        })
     }
 
     /// Removes value state of entry `sub` of a key.
     pub fn sub_clear(&mut self, op: u16, state: u16, key: &[u8], sub: &[u8]) -> Result<(), StateError> {
-        self.with_sub(op, state, key, sub, true, |d| *d = None)
+        self.with_sub(op, state, None, key, sub, true, |d| *d = None)
     }
 
     /// Writes every dirty entry (cached or pending) to RocksDB. Entries stay
@@ -506,7 +573,8 @@ impl KeyedState {
                     }
                     _ => None,
                 };
-                self.pending.insert(k.clone(), encoded);
+                cell.on_disk = encoded.is_some();
+                self.pending.insert(k.to_vec(), encoded);
                 cell.dirty = false;
             }
         }

@@ -6,6 +6,7 @@
 //!   a guest call that traps leaves state as it was.
 //! - [`Timers`]: a keyed worker's event-time and processing-time timers.
 
+mod cache;
 pub mod codec;
 mod db;
 mod keyed;

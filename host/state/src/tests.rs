@@ -210,3 +210,113 @@ fn live_entries_count_committed_state_and_keep_their_peak() {
     s.commit().unwrap();
     assert_eq!((s.live_entries(), s.peak_entries()), (1, 3));
 }
+
+/// A small deterministic generator for the randomized tests.
+fn lcg(x: &mut u64) -> u64 {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *x >> 33
+}
+
+#[test]
+fn aborted_transactions_leave_no_trace_when_the_cache_evicts_mid_call() {
+    // Calls write many keys through caches smaller than one call, so cells
+    // a call wrote are evicted (and written to RocksDB) before it aborts.
+    let (_dir, db) = db();
+    for cache in [1usize, 3, 50] {
+        let mut s = KeyedState::new(db.clone(), cache);
+        let op = db.operator_id(&format!("abort-{cache}")).unwrap();
+        s.declare(op, 0, decl(Kind::Value, None));
+        s.declare(op, 1, decl(Kind::List, None));
+        let mut committed_v: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut committed_l: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+        let mut x = 7u64 + cache as u64;
+        for call in 0..400u64 {
+            let mut v = committed_v.clone();
+            let mut l = committed_l.clone();
+            s.begin();
+            for w in 0..(lcg(&mut x) % 12) {
+                let key = format!("k{}", lcg(&mut x) % 40).into_bytes();
+                let val = (call * 100 + w).to_le_bytes().to_vec();
+                match lcg(&mut x) % 4 {
+                    0 => {
+                        s.value_set(op, 0, &key, val.clone()).unwrap();
+                        v.insert(key, val);
+                    }
+                    1 => {
+                        s.clear(op, 0, &key).unwrap();
+                        v.remove(&key);
+                    }
+                    2 => {
+                        s.list_append(op, 1, &key, val.clone()).unwrap();
+                        l.entry(key).or_default().push(val);
+                    }
+                    _ => assert_eq!(s.value_get(op, 0, &key).unwrap(), v.get(&key).cloned()),
+                }
+            }
+            if lcg(&mut x).is_multiple_of(3) {
+                s.abort();
+            } else {
+                s.commit().unwrap();
+                (committed_v, committed_l) = (v, l);
+            }
+            let key = format!("k{}", lcg(&mut x) % 40).into_bytes();
+            assert_eq!(s.value_get(op, 0, &key).unwrap(), committed_v.get(&key).cloned());
+        }
+        s.flush().unwrap();
+        let mut t = KeyedState::new(db.clone(), cache);
+        t.declare(op, 0, decl(Kind::Value, None));
+        t.declare(op, 1, decl(Kind::List, None));
+        for k in 0..40 {
+            let key = format!("k{k}").into_bytes();
+            assert_eq!(t.value_get(op, 0, &key).unwrap(), committed_v.get(&key).cloned());
+            assert_eq!(
+                t.list_get(op, 1, &key).unwrap(),
+                committed_l.get(&key).cloned().unwrap_or_default()
+            );
+        }
+        let live = committed_v.len() + committed_l.len();
+        assert_eq!(s.live_entries(), live, "cache {cache}: live entries after aborts");
+    }
+}
+
+#[test]
+fn timers_on_disk_match_memory_after_every_flush() {
+    // Timers set, deleted and fired between flushes, some set again after
+    // firing: after each flush a fresh load sees exactly the timers set.
+    let (_dir, db) = db();
+    let mut t = Timers::new(db.clone());
+    let mut oracle = std::collections::BTreeSet::new();
+    let mut x = 99u64;
+    for round in 0..30 {
+        for _ in 0..200 {
+            let key = format!("k{}", lcg(&mut x) % 30).into_bytes();
+            let time = (lcg(&mut x) % 50) as i64 + round * 10;
+            match lcg(&mut x) % 3 {
+                0 | 1 => {
+                    t.register(1, &key, Domain::EventTime, time);
+                    oracle.insert((time, key));
+                }
+                _ => {
+                    t.delete(1, &key, Domain::EventTime, time);
+                    oracle.remove(&(time, key));
+                }
+            }
+        }
+        let upto = round * 10 + 15;
+        for f in t.pop_due(Domain::EventTime, upto, usize::MAX) {
+            assert!(oracle.remove(&(f.time, f.key)));
+        }
+        assert!(oracle.first().is_none_or(|(time, _)| *time > upto));
+        t.flush().unwrap();
+        let mut loaded = Timers::new(db.clone());
+        loaded.load(|_| true).unwrap();
+        let on_disk: std::collections::BTreeSet<(i64, Vec<u8>)> = loaded
+            .pop_due(Domain::EventTime, i64::MAX, usize::MAX)
+            .into_iter()
+            .map(|f| (f.time, f.key))
+            .collect();
+        assert_eq!(on_disk, oracle, "round {round}");
+    }
+}

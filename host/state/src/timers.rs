@@ -1,8 +1,15 @@
 //! A keyed worker's timers: event-time and processing-time timers per
 //! (operator, key), de-duplicated per (operator, key, time), fired in time
 //! order, kept in memory and written to RocksDB in batches with the state.
+//!
+//! Memory holds every timer; RocksDB only needs them at a flush (a
+//! checkpoint, the end of input). So each timer carries whether RocksDB has
+//! it: setting a timer touches only memory, firing one RocksDB never saw
+//! costs nothing, and a flush writes the timers set since the last one plus
+//! deletes for the stored ones that went. Most timers live and die between
+//! two checkpoints and never reach RocksDB.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wafer_core::key::key_group;
@@ -39,8 +46,12 @@ enum TimerOp {
 /// One keyed worker's timers.
 pub struct Timers {
     db: Arc<StateDb>,
-    queues: [BTreeSet<(i64, u16, Vec<u8>)>; 2],
-    pending: HashMap<Vec<u8>, bool>,
+    /// Timers by time, each with whether RocksDB holds it.
+    queues: [BTreeMap<(i64, u16, Vec<u8>), bool>; 2],
+    /// Timers set since the last flush (not in RocksDB).
+    unsaved: usize,
+    /// Storage keys of timers RocksDB holds that went since the last flush.
+    deleted: Vec<Vec<u8>>,
     tx: Option<Vec<TimerOp>>,
     peak: usize,
 }
@@ -50,9 +61,10 @@ impl Timers {
     pub fn new(db: Arc<StateDb>) -> Self {
         Timers {
             db,
-            queues: [BTreeSet::new(), BTreeSet::new()],
+            queues: [BTreeMap::new(), BTreeMap::new()],
             peak: 0,
-            pending: HashMap::new(),
+            unsaved: 0,
+            deleted: Vec::new(),
             tx: None,
         }
     }
@@ -67,7 +79,7 @@ impl Timers {
                 && owns(group)
                 && domain < 2
             {
-                queues[domain as usize].insert((time, op, key.to_vec()));
+                queues[domain as usize].insert((time, op, key.to_vec()), true);
                 n += 1;
             }
         })?;
@@ -128,23 +140,35 @@ impl Timers {
     }
 
     fn apply_register(&mut self, op: u16, key: Vec<u8>, domain: Domain, time: i64) {
-        let storage = timer_key(key_group(&key), op, domain as u8, time, &key);
-        if self.queues[domain as usize].insert((time, op, key)) {
-            self.pending.insert(storage, true);
+        if let std::collections::btree_map::Entry::Vacant(e) =
+            self.queues[domain as usize].entry((time, op, key))
+        {
+            e.insert(false);
+            self.unsaved += 1;
             self.peak = self.peak.max(self.len());
         }
     }
 
     fn apply_delete(&mut self, op: u16, key: Vec<u8>, domain: Domain, time: i64) {
-        let storage = timer_key(key_group(&key), op, domain as u8, time, &key);
-        if self.queues[domain as usize].remove(&(time, op, key)) {
-            self.pending.insert(storage, false);
+        let entry = (time, op, key);
+        match self.queues[domain as usize].remove(&entry) {
+            Some(true) => self.gone(domain, &entry),
+            Some(false) => self.unsaved = self.unsaved.saturating_sub(1),
+            None => {}
         }
+    }
+
+    /// Notes that a timer RocksDB holds went.
+    fn gone(&mut self, domain: Domain, (time, op, key): &(i64, u16, Vec<u8>)) {
+        self.deleted
+            .push(timer_key(key_group(key), *op, domain as u8, *time, key));
     }
 
     /// The earliest timer of a domain.
     pub fn next(&self, domain: Domain) -> Option<i64> {
-        self.queues[domain as usize].first().map(|(t, _, _)| *t)
+        self.queues[domain as usize]
+            .first_key_value()
+            .map(|((t, _, _), _)| *t)
     }
 
     /// Removes and returns up to `max` timers of `domain` due at `upto`
@@ -153,33 +177,49 @@ impl Timers {
         let mut out = Vec::new();
         while out.len() < max {
             let due = self.queues[domain as usize]
-                .first()
-                .is_some_and(|(t, _, _)| *t <= upto);
+                .first_key_value()
+                .is_some_and(|((t, _, _), _)| *t <= upto);
             if !due {
                 break;
             }
-            let Some((time, op, key)) = self.queues[domain as usize].pop_first() else {
+            let Some((entry, saved)) = self.queues[domain as usize].pop_first() else {
                 break;
             };
-            self.pending
-                .insert(timer_key(key_group(&key), op, domain as u8, time, &key), false);
+            if saved {
+                self.gone(domain, &entry);
+            } else {
+                self.unsaved = self.unsaved.saturating_sub(1);
+            }
+            let (time, op, key) = entry;
             out.push(Fired { time, op, key });
         }
         out
     }
 
-    /// Writes timer changes to RocksDB.
+    /// Writes timer changes to RocksDB: deletes of stored timers that went,
+    /// then every timer set since the last flush (a timer deleted and set
+    /// again in between ends up stored: a batch applies in order).
     pub fn flush(&mut self) -> Result<(), StateError> {
-        if self.pending.is_empty() {
+        if self.deleted.is_empty() && self.unsaved == 0 {
             return Ok(());
         }
-        self.db.write(
-            CF_TIMERS,
-            self.pending
-                .iter()
-                .map(|(k, put)| (k.as_slice(), if *put { Some(&[][..]) } else { None })),
-        )?;
-        self.pending.clear();
+        let mut puts = Vec::with_capacity(self.unsaved);
+        for (d, queue) in self.queues.iter().enumerate() {
+            for ((time, op, key), _) in queue.iter().filter(|(_, saved)| !**saved) {
+                puts.push(timer_key(key_group(key), *op, d as u8, *time, key));
+            }
+        }
+        let changes = self
+            .deleted
+            .iter()
+            .map(|k| (k.as_slice(), None))
+            .chain(puts.iter().map(|k| (k.as_slice(), Some(&[][..]))));
+        self.db.write(CF_TIMERS, changes)?;
+        for queue in &mut self.queues {
+            queue.values_mut().for_each(|saved| *saved = true);
+        }
+        self.deleted.clear();
+        self.unsaved = 0;
         Ok(())
     }
 }

@@ -218,6 +218,10 @@ impl WasmRuntime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // Calls are synchronous; without this, every guest-to-host call
+            // (each state read or write) allocates and frees a host task in
+            // the store's concurrency tables.
+            .concurrency_support(false)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).map_err(engine_error)?;
         let tick = Duration::from_millis(2);

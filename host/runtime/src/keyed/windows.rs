@@ -98,18 +98,18 @@ impl WindowOp {
                 continue;
             }
             let sub = start.to_be_bytes();
-            let existing = core
+            let aggs = &self.aggs;
+            let fresh = core
                 .state
-                .sub_get(self.fire_op, 0, key, &sub)
-                .map_err(state_error)?;
-            let fresh = existing.as_ref().is_none_or(|a| !self.aggs.fits(a));
-            let mut acc = match existing {
-                Some(a) if self.aggs.fits(&a) => a,
-                _ => self.aggs.empty(),
-            };
-            self.aggs.add(&mut acc, row);
-            core.state
-                .sub_set(self.fire_op, 0, key, &sub, acc)
+                .sub_update(self.fire_op, 0, key, &sub, |v| {
+                    let (mut acc, fresh) = match v.take() {
+                        Some(a) if aggs.fits(&a) => (a, false),
+                        _ => (aggs.empty(), true),
+                    };
+                    aggs.add(&mut acc, row);
+                    *v = Some(acc);
+                    fresh
+                })
                 .map_err(state_error)?;
             // A new window needs its timers; a window that already fired
             // fires again (with the updated result) at the next watermark.

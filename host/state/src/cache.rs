@@ -1,0 +1,323 @@
+//! The bounded map under the keyed-state cache: CLOCK (second-chance)
+//! eviction over entries kept in one vector, found through a hash table of
+//! slot numbers.
+//!
+//! Why not an LRU list: every hit of an LRU moves the entry to the head of a
+//! doubly linked list, which touches the entry's two neighbours and the old
+//! head, four cache lines scattered over the heap per lookup. With hundreds
+//! of thousands of keys those are cache misses, and they were the largest
+//! single cost of the keyed stage. A CLOCK hit only sets a flag in the entry
+//! it already reads; eviction sweeps the vector in order. CLOCK approximates
+//! LRU closely enough for a cache whose misses cost one RocksDB read.
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
+
+/// Keys up to this long live inside the slot: comparing a key then reads
+/// the slot it already loaded instead of following a pointer (state keys
+/// are a 6-byte prefix and a short encoded key, 20 to 40 bytes).
+const INLINE: usize = 46;
+
+/// A key, inline when short.
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(key: &[u8]) -> Key {
+        if key.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(key.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+struct Slot<V> {
+    hash: u64,
+    key: Key,
+    value: V,
+    /// Touched since the clock hand last passed.
+    referenced: bool,
+}
+
+/// A map of at most `capacity` entries that evicts one it has not seen used
+/// recently when a new one would exceed that.
+pub(crate) struct ClockCache<V> {
+    slots: Vec<Slot<V>>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+    hand: usize,
+    capacity: usize,
+}
+
+impl<V> ClockCache<V> {
+    /// An empty cache of at most `capacity` (at least 1) entries.
+    pub(crate) fn new(capacity: usize) -> Self {
+        ClockCache {
+            slots: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::default(),
+            hand: 0,
+            // Slot numbers are u32.
+            capacity: capacity.clamp(1, u32::MAX as usize),
+        }
+    }
+
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| slots[i as usize].key.as_slice() == key)
+            .map(|&i| i as usize)
+    }
+
+    /// The entry of `key`, marked as used.
+    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        let i = self.find(key)?;
+        let slot = &mut self.slots[i];
+        slot.referenced = true;
+        Some(&mut slot.value)
+    }
+
+    /// Whether `key` is cached (without marking it used).
+    #[cfg(test)]
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// The entry of `key`, loaded with `load` and inserted when absent.
+    /// Inserting into a full cache evicts another entry, returned beside
+    /// the entry (never the one asked for).
+    pub(crate) fn get_or_load<E>(
+        &mut self,
+        key: &[u8],
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> Result<(&mut V, Option<(Vec<u8>, V)>, bool), E> {
+        if let Some(i) = self.find(key) {
+            let slot = &mut self.slots[i];
+            slot.referenced = true;
+            return Ok((&mut slot.value, None, true));
+        }
+        let value = load()?;
+        let (i, evicted) = self.insert_new(key, value);
+        Ok((&mut self.slots[i].value, evicted, false))
+    }
+
+    /// Inserts an entry known to be absent; returns its slot and what it
+    /// evicted.
+    fn insert_new(&mut self, key: &[u8], value: V) -> (usize, Option<(Vec<u8>, V)>) {
+        let hash = self.hasher.hash_one(key);
+        let slot = Slot {
+            hash,
+            key: Key::new(key),
+            value,
+            // A new entry earns its second chance by being used again, so
+            // a run of keys seen once does not push out the hot ones.
+            referenced: false,
+        };
+        if self.slots.len() < self.capacity {
+            let i = self.slots.len();
+            self.slots.push(slot);
+            let slots = &self.slots;
+            self.index
+                .insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
+            return (i, None);
+        }
+        // Sweep: give every used entry a second chance, take the first
+        // unused one. Ends within two turns, as the sweep clears the flags.
+        let n = self.slots.len();
+        let victim = loop {
+            let at = self.hand;
+            self.hand = (at + 1) % n;
+            let s = &mut self.slots[at];
+            if s.referenced {
+                s.referenced = false;
+            } else {
+                break at;
+            }
+        };
+        let old_hash = self.slots[victim].hash;
+        if let Ok(e) = self.index.find_entry(old_hash, |&j| j as usize == victim) {
+            e.remove();
+        }
+        let old = std::mem::replace(&mut self.slots[victim], slot);
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, victim as u32, |&j| slots[j as usize].hash);
+        (victim, Some((old.key.as_slice().to_vec(), old.value)))
+    }
+
+    /// Removes the entry of `key`.
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<V> {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let i = match self
+            .index
+            .find_entry(hash, |&i| slots[i as usize].key.as_slice() == key)
+        {
+            Ok(e) => e.remove().0 as usize,
+            Err(_) => return None,
+        };
+        let last = self.slots.len() - 1;
+        if i != last {
+            // The last slot moves into the hole: repoint its index entry.
+            let moved = self.slots[last].hash;
+            if let Some(j) = self.index.find_mut(moved, |&j| j as usize == last) {
+                *j = i as u32;
+            }
+        }
+        let removed = self.slots.swap_remove(i);
+        if self.hand >= self.slots.len() {
+            self.hand = 0;
+        }
+        Some(removed.value)
+    }
+
+    /// Inserts or replaces the entry of `key`; returns what it evicted.
+    #[cfg(test)]
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: V) -> Option<(Vec<u8>, V)> {
+        if let Some(i) = self.find(&key) {
+            let slot = &mut self.slots[i];
+            slot.value = value;
+            slot.referenced = true;
+            return None;
+        }
+        self.insert_new(&key, value).1
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
+        self.slots.iter_mut().map(|s| (s.key.as_slice(), &mut s.value))
+    }
+
+    /// Number of entries.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClockCache;
+    use std::collections::HashMap;
+
+    fn key(i: u32) -> Vec<u8> {
+        i.to_be_bytes().to_vec()
+    }
+
+    #[test]
+    fn holds_at_most_capacity_and_returns_what_it_evicts() {
+        let mut c = ClockCache::new(3);
+        let mut evicted = Vec::new();
+        for i in 0..10u32 {
+            if let Some((k, v)) = c.put(key(i), i) {
+                assert_eq!(k, key(v), "an evicted key comes with its own value");
+                evicted.push(v);
+            }
+            assert!(c.len() <= 3);
+        }
+        assert_eq!(evicted.len(), 7);
+        // Nothing is both cached and evicted, nothing lost.
+        let cached: Vec<u32> = (0..10).filter(|&i| c.contains(&key(i))).collect();
+        assert_eq!(cached.len(), 3);
+        for i in 0..10 {
+            assert!(cached.contains(&i) ^ evicted.contains(&i), "key {i}");
+        }
+    }
+
+    #[test]
+    fn long_keys_work_like_short_ones() {
+        let mut c = ClockCache::new(8);
+        let long: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 200]).collect();
+        for (i, k) in long.iter().enumerate() {
+            c.put(k.clone(), i);
+        }
+        c.put(vec![9; 46], 9);
+        c.put(vec![9; 47], 10);
+        for (i, k) in long.iter().enumerate() {
+            assert_eq!(c.get_mut(k).copied(), Some(i));
+        }
+        assert_eq!(c.get_mut(&[9; 46]).copied(), Some(9));
+        assert_eq!(c.get_mut(&[9; 47]).copied(), Some(10));
+        assert!(c.get_mut(&[0; 199]).is_none());
+    }
+
+    #[test]
+    fn an_entry_in_use_survives_a_sweep() {
+        let mut c = ClockCache::new(4);
+        for i in 0..4u32 {
+            c.put(key(i), i);
+        }
+        // Key 0 is used before each new key comes in: it stays while the
+        // others go.
+        for i in 100..104u32 {
+            assert!(c.get_mut(&key(0)).is_some());
+            c.put(key(i), i);
+        }
+        assert!(c.contains(&key(0)));
+        assert!(!c.contains(&key(1)));
+    }
+
+    #[test]
+    fn agrees_with_a_map_plus_evictions() {
+        // Random operations; every value ever written is either cached or
+        // was handed back by an eviction or a removal, and the latest one
+        // wins. The slot index stays right through swaps and sweeps.
+        let mut c = ClockCache::new(17);
+        let mut oracle: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut cached = std::collections::HashSet::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = key((x % 64) as u32);
+            if x.is_multiple_of(7) {
+                let removed = c.remove(&k);
+                assert_eq!(removed.is_some(), cached.remove(&k));
+                if let Some(v) = removed {
+                    assert_eq!(oracle.get(&k), Some(&v));
+                }
+                oracle.remove(&k);
+                continue;
+            }
+            let evicted = if x.is_multiple_of(3) {
+                c.put(k.clone(), step)
+            } else {
+                let (v, evicted, hit) = c
+                    .get_or_load(&k, || Ok::<_, ()>(oracle.get(&k).copied().unwrap_or(0)))
+                    .unwrap();
+                assert_eq!(hit, cached.contains(&k));
+                assert_eq!(*v, oracle.get(&k).copied().unwrap_or(0));
+                *v = step;
+                evicted
+            };
+            cached.insert(k.clone());
+            oracle.insert(k, step);
+            if let Some((ek, ev)) = evicted {
+                assert_eq!(oracle.get(&ek), Some(&ev));
+                assert!(cached.remove(&ek));
+            }
+            assert_eq!(c.len(), cached.len());
+        }
+        for (k, v) in c.iter_mut() {
+            assert_eq!(oracle.get(k), Some(&*v));
+        }
+    }
+}
