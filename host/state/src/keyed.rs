@@ -67,6 +67,11 @@ struct Cell {
 }
 
 impl Cell {
+    /// What RocksDB stores for it (`None`: a delete).
+    fn encoded(&self) -> Option<Vec<u8>> {
+        self.data.as_ref().map(|d| encode(d, self.expiry))
+    }
+
     fn absent() -> Self {
         Cell {
             data: None,
@@ -255,8 +260,7 @@ impl KeyedState {
                 Some(c) => *c = old,
                 // Evicted since: the pending writes shadow RocksDB.
                 None => {
-                    let encoded = old.data.as_ref().map(|d| encode(d, old.expiry));
-                    self.pending.insert(key, encoded);
+                    self.pending.insert(key, old.encoded());
                 }
             }
         }
@@ -268,11 +272,17 @@ impl KeyedState {
             && old.dirty
         {
             self.stats.evictions += 1;
-            let encoded = old.data.as_ref().map(|d| encode(d, old.expiry));
-            self.pending.insert(old_key, encoded);
-            if self.pending.len() >= PENDING_BATCH {
-                self.write_pending()?;
-            }
+            self.queue(old_key, old.encoded())?;
+        }
+        Ok(())
+    }
+
+    /// Queues a write for RocksDB (`None`: a delete), writing the queue out
+    /// once it holds a batch.
+    fn queue(&mut self, key: Vec<u8>, encoded: Option<Vec<u8>>) -> Result<(), StateError> {
+        self.pending.insert(key, encoded);
+        if self.pending.len() >= PENDING_BATCH {
+            self.write_pending()?;
         }
         Ok(())
     }
@@ -393,10 +403,7 @@ impl KeyedState {
         if cleared {
             self.cache.remove(&self.scratch);
             if on_disk {
-                self.pending.insert(self.scratch.clone(), None);
-                if self.pending.len() >= PENDING_BATCH {
-                    self.write_pending()?;
-                }
+                self.queue(self.scratch.clone(), None)?;
             }
         }
         Ok(r)

@@ -159,9 +159,8 @@ impl Timers {
     }
 
     /// Notes that a timer RocksDB holds went.
-    fn gone(&mut self, domain: Domain, (time, op, key): &(i64, u16, Vec<u8>)) {
-        self.deleted
-            .push(timer_key(key_group(key), *op, domain as u8, *time, key));
+    fn gone(&mut self, domain: Domain, entry: &(i64, u16, Vec<u8>)) {
+        self.deleted.push(storage_key(domain as u8, entry));
     }
 
     /// The earliest timer of a domain.
@@ -205,8 +204,8 @@ impl Timers {
         }
         let mut puts = Vec::with_capacity(self.unsaved);
         for (d, queue) in self.queues.iter().enumerate() {
-            for ((time, op, key), _) in queue.iter().filter(|(_, saved)| !**saved) {
-                puts.push(timer_key(key_group(key), *op, d as u8, *time, key));
+            for (entry, _) in queue.iter().filter(|(_, saved)| !**saved) {
+                puts.push(storage_key(d as u8, entry));
             }
         }
         let changes = self
@@ -222,4 +221,9 @@ impl Timers {
         self.unsaved = 0;
         Ok(())
     }
+}
+
+/// Where a timer of `domain` is stored in RocksDB.
+fn storage_key(domain: u8, (time, op, key): &(i64, u16, Vec<u8>)) -> Vec<u8> {
+    timer_key(key_group(key), *op, domain, *time, key)
 }
