@@ -13,14 +13,9 @@ use wafer_row::{BatchBuf, RowWriter, Schema};
 use wafer_runtime::{Decoded, Deserialize, FailKind, Failure};
 use wafer_sdk::Record;
 
-/// The repository root: the parent of the running bench's package (cargo
-/// sets `CARGO_MANIFEST_DIR` when it runs benches), so that a build cache
-/// shared between checkouts never points a bench at another checkout.
+/// The repository root (see `wafer_guests_build::checkout`).
 pub fn repo() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .join("..")
+    wafer_guests_build::checkout(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A JSON interaction event of about `len` bytes (padded in `item_id`).

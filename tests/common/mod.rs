@@ -9,9 +9,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The repository root.
+/// The repository root (see `wafer_guests_build::checkout`: a shared build
+/// cache can hold these tests compiled in another checkout).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    wafer_guests_build::checkout(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Directory of the components built from source for tests.

@@ -14,15 +14,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 fn root() -> PathBuf {
-    // `cargo run` sets the package dir at run time; prefer it to the one
-    // compiled in, which is another checkout's when a shared build cache
-    // holds this binary built there.
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    dir.parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    wafer_guests_build::checkout(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {

@@ -45,6 +45,23 @@ const CARGO_LEAKS: &[&str] = &[
     "RUSTDOC",
 ];
 
+/// The checkout being built, run or tested: the nearest ancestor of the
+/// running package's directory that holds `rust-toolchain.toml`. Cargo sets
+/// `CARGO_MANIFEST_DIR` when it runs a binary, test or bench, and that is
+/// preferred to `compiled_in` (the caller's `env!("CARGO_MANIFEST_DIR")`):
+/// a build cache shared between checkouts can hold the caller compiled in
+/// another checkout, whose path would then be baked in.
+pub fn checkout(compiled_in: &str) -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(compiled_in));
+    start
+        .ancestors()
+        .find(|d| d.join("rust-toolchain.toml").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or(start)
+}
+
 /// The directory components are copied to: `<root>/target/components`.
 pub fn components_dir(root: &Path) -> PathBuf {
     root.join("target").join("components")

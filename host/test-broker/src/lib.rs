@@ -41,20 +41,11 @@ pub struct Broker {
     pub addr: String,
 }
 
-/// `scripts/kafka-broker` of the checkout being tested. Found from the
-/// running test's package directory (cargo sets `CARGO_MANIFEST_DIR` when it
-/// runs tests and benches), not from where this crate was compiled: a build
-/// cache shared between checkouts may hold this crate compiled in another.
+/// `scripts/kafka-broker` of the checkout being tested (see
+/// `wafer_guests_build::checkout`: not necessarily where this crate was
+/// compiled).
 fn script() -> PathBuf {
-    let rel = Path::new("scripts").join("kafka-broker");
-    let start = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    start
-        .ancestors()
-        .map(|d| d.join(&rel))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel))
+    wafer_guests_build::checkout(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-broker")
 }
 
 /// Runs `scripts/kafka-broker start <dir> [port]`.
