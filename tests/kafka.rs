@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Scratch, assert_upserts, dead_letter_payload, repo, run_oracle, sorted};
+use common::{
+    Scratch, assert_training_samples, assert_upserts, dead_letter_payload, repo, run_oracle, sorted,
+};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -257,27 +259,7 @@ fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
 fn training_samples_from_kafka_match_the_oracle() {
     let broker = Broker::start(Storage::Memory);
     let s = Scratch::new();
-    let (views, engagements) = s.generate_training(
-        "t",
-        &[
-            "--views",
-            "8000",
-            "--users",
-            "300",
-            "--items",
-            "40",
-            "--engaged",
-            "0.5",
-            "--decoys",
-            "0.3",
-            "--late",
-            "0.01",
-            "--corrupt",
-            "0.01",
-            "--seed",
-            "5",
-        ],
-    );
+    let (views, engagements) = s.reference_training("t", (8000, 300, 40), 5, &[]);
     broker.create_topics(&[("views", 2), ("engagements", 3)]);
     produce_lines(&broker.addr, "views", 2, &views, &["user_id", "item_id"]);
     produce_lines(
@@ -302,24 +284,8 @@ fn training_samples_from_kafka_match_the_oracle() {
         "training_samples.py",
         &[views.as_os_str(), engagements.as_os_str()],
     );
-    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
-    assert!(want("samples").len() > 5000);
-    assert_upserts(
-        &s.output("kafka", "samples"),
-        &want("samples"),
-        &["view_id"],
-        "samples",
-    );
-    assert_eq!(
-        sorted(&s.output("kafka", "late")),
-        sorted(&want("late")),
-        "late records"
-    );
-    assert_eq!(
-        Some(s.output("kafka", "dlq").len() as u64),
-        expected["dlq"].as_u64(),
-        "dead letters"
-    );
+    assert!(expected["samples"].as_array().is_some_and(|a| a.len() > 5000));
+    assert_training_samples(&s, "kafka", &expected);
 }
 
 #[test]

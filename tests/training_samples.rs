@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Scratch, assert_upserts, repo, run_oracle, sorted, state_census};
+use common::{Scratch, assert_training_samples, repo, run_oracle, state_census};
 use serde_json::{Value, json};
 
 fn oracle(views: &Path, engagements: &Path) -> Value {
@@ -20,24 +20,9 @@ fn oracle(views: &Path, engagements: &Path) -> Value {
     )
 }
 
-const BASE_ARGS: &[&str] = &[
-    "--views",
-    "20000",
-    "--users",
-    "400",
-    "--items",
-    "60",
-    "--engaged",
-    "0.5",
-    "--decoys",
-    "0.3",
-    "--late",
-    "0.01",
-    "--corrupt",
-    "0.01",
-    "--seed",
-    "11",
-];
+/// The shared generated input (see `Scratch::reference_training`).
+const BASE: (usize, usize, usize) = (20_000, 400, 60);
+const BASE_SEED: u64 = 11;
 
 /// Runs the example job and returns the output directory; asserts that the
 /// state directory is empty afterwards (every view's sample is final and
@@ -88,23 +73,13 @@ fn check_with(
         "the input exercises the join"
     );
     assert!(!as_vec("late").is_empty(), "the input has late records");
-    assert_upserts(&s.output(tag, "samples"), &want, &["view_id"], "samples");
-    assert_eq!(
-        sorted(&s.output(tag, "late")),
-        sorted(&as_vec("late")),
-        "late records ({tag})"
-    );
-    assert_eq!(
-        Some(s.output(tag, "dlq").len() as u64),
-        expected["dlq"].as_u64(),
-        "dead letters ({tag})"
-    );
+    assert_training_samples(s, tag, &expected);
 }
 
 #[test]
 fn samples_match_the_oracle_at_parallelism_1_and_2() {
     let s = Scratch::new();
-    let (views, engagements) = s.generate_training("in", BASE_ARGS);
+    let (views, engagements) = s.reference_training("in", BASE, BASE_SEED, &[]);
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "1")], "p1");
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "2")], "p2");
 }
@@ -129,21 +104,22 @@ fn samples_are_the_same_when_one_input_is_read_much_faster() {
     // Engagements five times the size of views: the views source ends long
     // before the engagements one, whose records then arrive after every
     // view is buffered.
-    let mut args = BASE_ARGS.to_vec();
-    args.extend(["--pad-engagements", "150000"]);
-    let (views, engagements) = s.generate_training("big-engagements", &args);
+    let (views, engagements) = s.reference_training(
+        "big-engagements",
+        BASE,
+        BASE_SEED,
+        &["--pad-engagements", "150000"],
+    );
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "2")], "big-e");
     // And the other way round: most engagements are read before their views.
-    let mut args = BASE_ARGS.to_vec();
-    args.extend(["--pad-views", "150000"]);
-    let (views, engagements) = s.generate_training("big-views", &args);
+    let (views, engagements) = s.reference_training("big-views", BASE, BASE_SEED, &["--pad-views", "150000"]);
     check_against_oracle(&s, &views, &engagements, &[("PARALLELISM", "2")], "big-v");
 }
 
 #[test]
 fn state_larger_than_the_cache_gives_identical_samples() {
     let s = Scratch::new();
-    let (views, engagements) = s.generate_training("in", BASE_ARGS);
+    let (views, engagements) = s.reference_training("in", BASE, BASE_SEED, &[]);
     check_against_oracle(
         &s,
         &views,

@@ -102,6 +102,45 @@ impl Scratch {
         )
     }
 
+    /// The view/engagement input the training-samples tests share: `views`
+    /// views of `users` users and `items` items, half of them engaged, 30%
+    /// decoy engagements, 1% late and 1% corrupt lines, then `extra`
+    /// generator arguments. Returns the `(views, engagements)` files.
+    pub fn reference_training(
+        &self,
+        out: &str,
+        (views, users, items): (usize, usize, usize),
+        seed: u64,
+        extra: &[&str],
+    ) -> (PathBuf, PathBuf) {
+        let (views, users, items, seed) = (
+            views.to_string(),
+            users.to_string(),
+            items.to_string(),
+            seed.to_string(),
+        );
+        let mut args = vec![
+            "--views",
+            &views,
+            "--users",
+            &users,
+            "--items",
+            &items,
+            "--engaged",
+            "0.5",
+            "--decoys",
+            "0.3",
+            "--late",
+            "0.01",
+            "--corrupt",
+            "0.01",
+            "--seed",
+            &seed,
+        ];
+        args.extend_from_slice(extra);
+        self.generate_training(out, &args)
+    }
+
     /// Generated views and engagements: `(views, engagements)` files.
     pub fn generate_training(&self, out: &str, args: &[&str]) -> (PathBuf, PathBuf) {
         let base = self.generate("training", out, args);
@@ -301,6 +340,29 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Compares the training-samples outputs written to `<scratch>/<dir>` with
+/// the oracle's `expected`: samples as upserts by view, late records as a
+/// multiset, dead letters by count.
+pub fn assert_training_samples(s: &Scratch, dir: &str, expected: &Value) {
+    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    assert_upserts(
+        &s.output(dir, "samples"),
+        &want("samples"),
+        &["view_id"],
+        "samples",
+    );
+    assert_eq!(
+        sorted(&s.output(dir, "late")),
+        sorted(&want("late")),
+        "late records ({dir})"
+    );
+    assert_eq!(
+        Some(s.output(dir, "dlq").len() as u64),
+        expected["dlq"].as_u64(),
+        "dead letters ({dir})"
+    );
 }
 
 /// Compares the user-features outputs written to `<scratch>/<dir>` with the
