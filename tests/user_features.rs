@@ -199,6 +199,19 @@ fn a_trapping_processor_call_is_rolled_back_and_only_its_record_dead_lettered() 
         "the trapped record is never counted"
     );
     assert_eq!(prev("b"), vec![0, 1, 2, 3, 4, 5]);
+    let trail = |user: &str| -> Vec<i64> {
+        probe
+            .iter()
+            .filter(|r| r["user_id"] == user)
+            .map(|r| r["trail_len"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        trail("a"),
+        vec![0, 1, 2, 3, 4],
+        "the trapped record's list append is rolled back"
+    );
+    assert_eq!(trail("b"), vec![0, 1, 2, 3, 4, 5]);
     let dlq = s.output("out", "dlq");
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0]["reason"], "trap");
@@ -265,4 +278,5 @@ fn state_past_its_ttl_is_invisible_and_removed_from_rocksdb() {
         "expired TTL state is gone from RocksDB:\n{text}"
     );
     assert_eq!(entries("1"), Some("2"), "state without TTL stays:\n{text}");
+    assert_eq!(entries("2"), Some("2"), "list state without TTL stays:\n{text}");
 }

@@ -3,12 +3,15 @@
 //! For each record it emits how many records of the same key it has counted
 //! before (`prev_count`), then counts it. The count lives in value state with
 //! a TTL (config `ttl_ms`), so a key that goes quiet for longer starts again
-//! from zero; a second piece of state (`seen`) has no TTL. A record whose
-//! `event_type` is `@@TRAP@@` makes it panic *after* updating state: the host
-//! must roll that update back, so the record is never counted.
+//! from zero; a second piece of state (`seen`) has no TTL. A list (`trail`,
+//! no TTL) gets the event time of every record, and `trail_len` says how
+//! long it was before. A record whose `event_type` is `@@TRAP@@` makes it
+//! panic *after* updating state: the host must roll that update back, so the
+//! record is never counted. (Value writes are buffered by the SDK until the
+//! call ends, list appends reach the host at once: the trap tests both.)
 
 use serde::Deserialize;
-use wafer_sdk::{Config, Context, Error, Output, Processor, Record, Setup, ValueState};
+use wafer_sdk::{Config, Context, Error, ListState, Output, Processor, Record, Setup, ValueState};
 
 #[derive(Record)]
 struct Event<'a> {
@@ -22,6 +25,7 @@ struct Probe {
     user_id: String,
     event_time_ms: i64,
     prev_count: i64,
+    trail_len: i64,
 }
 
 #[derive(Deserialize)]
@@ -33,6 +37,7 @@ struct Settings {
 struct ProbeProc {
     count: ValueState<i64>,
     seen: ValueState<bool>,
+    trail: ListState<i64>,
     out: Output<Probe>,
 }
 
@@ -44,6 +49,7 @@ impl Processor for ProbeProc {
         Ok(ProbeProc {
             count: setup.value("count", s.ttl_ms),
             seen: setup.value("seen", None),
+            trail: setup.list("trail", None),
             out: setup.output("probe", &["user_id", "event_time_ms"])?,
         })
     }
@@ -52,6 +58,8 @@ impl Processor for ProbeProc {
         let prev = self.count.get(ctx).unwrap_or(0);
         self.count.set(ctx, &(prev + 1));
         self.seen.set(ctx, &true);
+        let trail_len = self.trail.get(ctx).len() as i64;
+        self.trail.push(ctx, &ev.event_time_ms);
         if ev.event_type == "@@TRAP@@" {
             panic!("probe: trap marker for {}", ev.user_id);
         }
@@ -61,6 +69,7 @@ impl Processor for ProbeProc {
                 user_id: ev.user_id.to_string(),
                 event_time_ms: ev.event_time_ms,
                 prev_count: prev,
+                trail_len,
             },
         );
         Ok(())

@@ -417,6 +417,20 @@ impl KeyedState {
         })
     }
 
+    /// Value state: hands the value (or `None`) to `f` without copying it.
+    pub fn value_with<R>(
+        &mut self,
+        op: u16,
+        state: u16,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StateError> {
+        self.with(op, state, Some(Kind::Value), key, false, |d| match d {
+            Some(Data::Value(v)) => f(Some(v)),
+            _ => f(None),
+        })
+    }
+
     /// Value state: sets the value.
     pub fn value_set(&mut self, op: u16, state: u16, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
         self.with(op, state, Some(Kind::Value), key, true, |d| {

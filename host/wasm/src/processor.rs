@@ -70,14 +70,110 @@ pub struct ProcessorSpec {
     pub outputs: Vec<OutputSpec>,
 }
 
+/// Values of a value state, one per key of a call: value `i` is
+/// `data[ends[i-1]..ends[i]]` when `present[i]` is 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueBatch {
+    /// Values, back to back.
+    pub data: Vec<u8>,
+    /// End of each value.
+    pub ends: Vec<u32>,
+    /// 1 where the key has a value, 0 where it has none.
+    pub present: Vec<u8>,
+}
+
+impl ValueBatch {
+    /// Appends a value (`None`: absent).
+    pub fn push(&mut self, value: Option<&[u8]>) {
+        if let Some(v) = value {
+            self.data.extend_from_slice(v);
+        }
+        self.ends.push(self.data.len() as u32);
+        self.present.push(u8::from(value.is_some()));
+    }
+
+    /// Value `i`: `None` if out of range or absent.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        if *self.present.get(i)? == 0 {
+            return None;
+        }
+        let start = if i == 0 {
+            0
+        } else {
+            *self.ends.get(i - 1)? as usize
+        };
+        self.data.get(start..*self.ends.get(i)? as usize)
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// A timer set or removed, for [`KeyedBackend::timer_change_all`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerChange {
+    /// Index of the key in the call.
+    pub key: u32,
+    /// Its clock.
+    pub domain: TimeDomain,
+    /// Its time.
+    pub time: i64,
+    /// Removed (true) or set (false).
+    pub delete: bool,
+}
+
 /// Keyed state and timers as an instance sees them during one call: `key`
 /// arguments are indexes into the keys of the call (key groups of a batch,
 /// or fired timers). Errors trap the guest.
+///
+/// The `_all` methods are the batched forms guests use on the hot path; by
+/// default they loop over the per-key ones.
 pub trait KeyedBackend: Send {
+    /// Number of keys of the call.
+    fn key_count(&self) -> u32;
     /// Value state.
     fn value_get(&mut self, state: u32, key: u32) -> Result<Option<Vec<u8>>, String>;
     /// Value state.
     fn value_set(&mut self, state: u32, key: u32, value: Vec<u8>) -> Result<(), String>;
+    /// Value state `state` of every key of the call, in key order, appended
+    /// to `out`.
+    fn value_get_all(&mut self, state: u32, out: &mut ValueBatch) -> Result<(), String> {
+        for key in 0..self.key_count() {
+            let v = self.value_get(state, key)?;
+            out.push(v.as_deref());
+        }
+        Ok(())
+    }
+    /// Applies value writes in order: write `i` sets state `states[i]` of key
+    /// `keys[i]` to `values.get(i)`, or clears it when that is absent.
+    fn value_write_all(&mut self, states: &[u32], keys: &[u32], values: &ValueBatch) -> Result<(), String> {
+        check_writes(states, keys, values)?;
+        for (i, (&state, &key)) in states.iter().zip(keys).enumerate() {
+            match values.get(i) {
+                Some(v) => self.value_set(state, key, v.to_vec())?,
+                None => self.clear(state, key)?,
+            }
+        }
+        Ok(())
+    }
+    /// Applies timer changes in order.
+    fn timer_change_all(&mut self, changes: &[TimerChange]) -> Result<(), String> {
+        for c in changes {
+            if c.delete {
+                self.timer_delete(c.key, c.domain, c.time)?;
+            } else {
+                self.timer_register(c.key, c.domain, c.time)?;
+            }
+        }
+        Ok(())
+    }
     /// List state.
     fn list_get(&mut self, state: u32, key: u32) -> Result<Vec<Vec<u8>>, String>;
     /// List state.
@@ -102,6 +198,31 @@ pub trait KeyedBackend: Send {
     fn watermark(&self) -> i64;
     /// The host's clock.
     fn processing_time(&self) -> i64;
+}
+
+/// Checks that a batch of value writes is consistent: one state, key and
+/// value (or absence) per write, with offsets inside the data.
+pub fn check_writes(states: &[u32], keys: &[u32], values: &ValueBatch) -> Result<(), String> {
+    let n = states.len();
+    if keys.len() != n || values.ends.len() != n || values.present.len() != n {
+        return Err(format!(
+            "value writes are inconsistent: {n} states, {} keys, {} ends, {} presence flags",
+            keys.len(),
+            values.ends.len(),
+            values.present.len()
+        ));
+    }
+    let mut prev = 0u32;
+    for &end in &values.ends {
+        if end < prev || end as usize > values.data.len() {
+            return Err(format!(
+                "value writes have bad offsets: {end} after {prev} in {} bytes",
+                values.data.len()
+            ));
+        }
+        prev = end;
+    }
+    Ok(())
 }
 
 fn backend(h: &mut HostState) -> wasmtime::Result<&mut Box<dyn KeyedBackend>> {
@@ -145,6 +266,23 @@ impl state::Host for HostState {
     fn clear(&mut self, state: u32, key: u32) -> wasmtime::Result<()> {
         trap(backend(self)?.clear(state, key))
     }
+    fn value_get_all(&mut self, state: u32) -> wasmtime::Result<state::Values> {
+        let mut out = ValueBatch::default();
+        trap(backend(self)?.value_get_all(state, &mut out))?;
+        Ok(state::Values {
+            data: out.data,
+            ends: out.ends,
+            present: out.present,
+        })
+    }
+    fn value_write_all(&mut self, w: state::ValueWrites) -> wasmtime::Result<()> {
+        let values = ValueBatch {
+            data: w.values.data,
+            ends: w.values.ends,
+            present: w.values.present,
+        };
+        trap(backend(self)?.value_write_all(&w.states, &w.keys, &values))
+    }
 }
 
 fn domain(d: timers::TimeDomain) -> TimeDomain {
@@ -160,6 +298,18 @@ impl timers::Host for HostState {
     }
     fn delete(&mut self, key: u32, d: timers::TimeDomain, time: i64) -> wasmtime::Result<()> {
         trap(backend(self)?.timer_delete(key, domain(d), time))
+    }
+    fn change_all(&mut self, changes: Vec<timers::TimerChange>) -> wasmtime::Result<()> {
+        let changes: Vec<TimerChange> = changes
+            .into_iter()
+            .map(|c| TimerChange {
+                key: c.key,
+                domain: domain(c.domain),
+                time: c.time,
+                delete: c.delete,
+            })
+            .collect();
+        trap(backend(self)?.timer_change_all(&changes))
     }
     fn watermark(&mut self) -> wasmtime::Result<i64> {
         Ok(backend(self)?.watermark())

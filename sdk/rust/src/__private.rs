@@ -192,10 +192,10 @@ impl<F: Filter> FilterState<F> {
 /// the glue at `init`.
 #[derive(Clone, Copy)]
 pub struct ProcHostFns {
-    /// `state.value-get`
-    pub value_get: fn(u32, u32) -> Option<Vec<u8>>,
-    /// `state.value-set`
-    pub value_set: fn(u32, u32, &[u8]),
+    /// `state.value-get-all`
+    pub value_get_all: fn(u32) -> ValueBatch,
+    /// `state.value-write-all`
+    pub value_write_all: fn(ValueWrites),
     /// `state.list-get`
     pub list_get: fn(u32, u32) -> Vec<Vec<u8>>,
     /// `state.list-append`
@@ -212,10 +212,8 @@ pub struct ProcHostFns {
     pub map_entries: fn(u32, u32) -> Vec<(Vec<u8>, Vec<u8>)>,
     /// `state.clear`
     pub clear: fn(u32, u32),
-    /// `timers.register`
-    pub timer_register: fn(u32, TimeDomain, i64),
-    /// `timers.delete`
-    pub timer_delete: fn(u32, TimeDomain, i64),
+    /// `timers.change-all`
+    pub timer_change_all: fn(Vec<TimerChange>),
     /// `timers.watermark`
     pub watermark: fn() -> i64,
     /// `timers.processing-time`
@@ -234,8 +232,12 @@ pub fn proc_host() -> Option<&'static ProcHostFns> {
     PROC_HOST.get()
 }
 
+use std::cell::RefCell;
+
+pub use crate::process::{
+    CallState, Emitted, OutputDecl, StateDecl, StateKind, TimerChange, ValueBatch, ValueWrites,
+};
 use crate::process::{CoProcessor, Context, Processor, Setup, TimeDomain, Timer};
-pub use crate::process::{Emitted, OutputDecl, StateDecl, StateKind};
 
 fn group_bounds(group_ends: &[u32], g: usize) -> (usize, usize) {
     let start = if g == 0 { 0 } else { group_ends[g - 1] as usize };
@@ -251,15 +253,20 @@ fn run_timers(
     mut f: impl FnMut(&mut Context<'_>, Timer) -> Result<(), Error>,
 ) -> (Emitted, Vec<RecordError>) {
     let keys = Batch::new(keys.0, keys.1);
+    let key_list: Vec<&[u8]> = (0..times.len())
+        .map(|i| keys.get(i).unwrap_or_default())
+        .collect();
+    // One key may have several timers in a batch.
+    let call = RefCell::new(CallState::repeating(&key_list));
     let mut emitted = Emitted::default();
     let mut errors = Vec::new();
     for (i, (&time, &domain)) in times.iter().zip(domains).enumerate() {
-        let key = keys.get(i).unwrap_or_default();
-        let mut ctx = Context::new(i as u32, key, key_schema, &mut emitted);
+        let mut ctx = Context::new(i as u32, key_list[i], key_schema, &mut emitted, &call);
         if let Err(e) = f(&mut ctx, Timer { time, domain }) {
             errors.push(record_error(i, e));
         }
     }
+    call.into_inner().flush();
     (emitted, errors)
 }
 
@@ -304,10 +311,12 @@ impl<P: Processor> ProcessorState<P> {
         let keys = Batch::new(keys.0, keys.1);
         let mut emitted = Emitted::default();
         let mut errors = Vec::new();
+        // The host hands each key of a batch once.
+        let call = RefCell::new(CallState::distinct(group_ends.len()));
         for g in 0..group_ends.len() {
             let (start, end) = group_bounds(group_ends, g);
             let key = keys.get(g).unwrap_or_default();
-            let mut ctx = Context::new(g as u32, key, &self.key_schema, &mut emitted);
+            let mut ctx = Context::new(g as u32, key, &self.key_schema, &mut emitted, &call);
             self.inner.begin_key(&mut ctx);
             for i in start..end {
                 let row = Row::new(rows.get(i).unwrap_or_default(), self.n);
@@ -321,6 +330,7 @@ impl<P: Processor> ProcessorState<P> {
             }
             self.inner.end_key(&mut ctx);
         }
+        call.into_inner().flush();
         (emitted, errors)
     }
 
@@ -387,10 +397,12 @@ impl<P: CoProcessor> CoProcessorState<P> {
         let keys = Batch::new(keys.0, keys.1);
         let mut emitted = Emitted::default();
         let mut errors = Vec::new();
+        // The host hands each key of a batch once.
+        let call = RefCell::new(CallState::distinct(group_ends.len()));
         for g in 0..group_ends.len() {
             let (start, end) = group_bounds(group_ends, g);
             let key = keys.get(g).unwrap_or_default();
-            let mut ctx = Context::new(g as u32, key, &self.key_schema, &mut emitted);
+            let mut ctx = Context::new(g as u32, key, &self.key_schema, &mut emitted, &call);
             self.inner.begin_key(&mut ctx);
             for i in start..end {
                 let row = Row::new(rows.get(i).unwrap_or_default(), self.lens[side]);
@@ -411,6 +423,7 @@ impl<P: CoProcessor> CoProcessorState<P> {
             }
             self.inner.end_key(&mut ctx);
         }
+        call.into_inner().flush();
         (emitted, errors)
     }
 

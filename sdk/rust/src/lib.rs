@@ -369,8 +369,25 @@ macro_rules! __proc_glue {
                 }
             }
             $crate::__private::install_proc_host($crate::__private::ProcHostFns {
-                value_get: |s, k| ws::value_get(s, k),
-                value_set: |s, k, v| ws::value_set(s, k, v),
+                value_get_all: |s| {
+                    let v = ws::value_get_all(s);
+                    $crate::__private::ValueBatch {
+                        data: v.data,
+                        ends: v.ends,
+                        present: v.present,
+                    }
+                },
+                value_write_all: |w| {
+                    ws::value_write_all(&ws::ValueWrites {
+                        states: w.states,
+                        keys: w.keys,
+                        values: ws::Values {
+                            data: w.values.data,
+                            ends: w.values.ends,
+                            present: w.values.present,
+                        },
+                    })
+                },
                 list_get: |s, k| ws::list_get(s, k),
                 list_append: |s, k, v| ws::list_append(s, k, v),
                 list_set: |s, k, v| ws::list_set(s, k, v),
@@ -379,8 +396,18 @@ macro_rules! __proc_glue {
                 map_remove: |s, k, m| ws::map_remove(s, k, m),
                 map_entries: |s, k| ws::map_entries(s, k),
                 clear: |s, k| ws::clear(s, k),
-                timer_register: |k, d, t| wt::register(k, domain(d), t),
-                timer_delete: |k, d, t| wt::delete(k, domain(d), t),
+                timer_change_all: |changes| {
+                    let changes: ::std::vec::Vec<wt::TimerChange> = changes
+                        .into_iter()
+                        .map(|c| wt::TimerChange {
+                            key: c.key,
+                            domain: domain(c.domain),
+                            time: c.time,
+                            delete: c.delete,
+                        })
+                        .collect();
+                    wt::change_all(&changes)
+                },
                 watermark: || wt::watermark(),
                 processing_time: || wt::processing_time(),
             });

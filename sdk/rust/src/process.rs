@@ -8,6 +8,8 @@
 //! lives in the host (RocksDB behind a cache); a call that traps leaves it
 //! untouched.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use wafer_row::{Row, RowWriter, Schema};
@@ -277,16 +279,194 @@ pub struct Emitted {
     pub outputs: Vec<u32>,
 }
 
+/// Values of a value state, one per key of a call (`state.values` in WIT).
+#[doc(hidden)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueBatch {
+    pub data: Vec<u8>,
+    pub ends: Vec<u32>,
+    pub present: Vec<u8>,
+}
+
+impl ValueBatch {
+    /// Appends a value written by `encode` (absent: `None`); returns its
+    /// index.
+    fn push(&mut self, encode: Option<impl FnOnce(&mut Vec<u8>)>) -> u32 {
+        let present = encode.is_some();
+        if let Some(encode) = encode {
+            encode(&mut self.data);
+        }
+        self.ends.push(self.data.len() as u32);
+        self.present.push(u8::from(present));
+        (self.ends.len() - 1) as u32
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        if *self.present.get(i)? == 0 {
+            return None;
+        }
+        let start = if i == 0 {
+            0
+        } else {
+            *self.ends.get(i - 1)? as usize
+        };
+        self.data.get(start..*self.ends.get(i)? as usize)
+    }
+}
+
+/// Value-state writes of a call (`state.value-writes` in WIT).
+#[doc(hidden)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueWrites {
+    pub states: Vec<u32>,
+    pub keys: Vec<u32>,
+    pub values: ValueBatch,
+}
+
+/// A timer set or removed during a call (`timers.timer-change` in WIT).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerChange {
+    pub key: u32,
+    pub domain: TimeDomain,
+    pub time: i64,
+    pub delete: bool,
+}
+
+const UNWRITTEN: u32 = u32::MAX;
+
+/// A value state read for every key of the call, and the last write to
+/// each key since.
+#[derive(Debug)]
+struct Fetched {
+    values: ValueBatch,
+    last_write: Vec<u32>,
+}
+
+/// What a call does to value state and timers, batched: a value state is
+/// read for all keys of the call the first time it is touched, and writes
+/// and timer changes go to the host in one call each when the call ends
+/// (one host call per batch instead of one per key; calls across the
+/// component boundary are what a stateful guest spends its time on).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct CallState {
+    n_keys: u32,
+    /// Key index to the first index with the same key bytes, when keys
+    /// repeat (fired timers); empty when every key is distinct (the groups
+    /// of a batch).
+    canon: Vec<u32>,
+    fetched: HashMap<u32, Fetched>,
+    writes: ValueWrites,
+    timers: Vec<TimerChange>,
+}
+
+impl CallState {
+    /// For a call over distinct keys.
+    pub fn distinct(n_keys: usize) -> Self {
+        CallState {
+            n_keys: n_keys as u32,
+            ..CallState::default()
+        }
+    }
+
+    /// For a call over keys that may repeat: state of a repeated key is
+    /// read and written under its first index, so a write is seen by the
+    /// later entries of the same key.
+    pub fn repeating(keys: &[&[u8]]) -> Self {
+        let mut first: HashMap<&[u8], u32> = HashMap::with_capacity(keys.len());
+        let canon: Vec<u32> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| *first.entry(*k).or_insert(i as u32))
+            .collect();
+        let distinct = canon.iter().enumerate().all(|(i, &c)| c == i as u32);
+        CallState {
+            n_keys: keys.len() as u32,
+            canon: if distinct { Vec::new() } else { canon },
+            ..CallState::default()
+        }
+    }
+
+    fn canon(&self, key: u32) -> u32 {
+        self.canon.get(key as usize).copied().unwrap_or(key)
+    }
+
+    fn value(&mut self, state: u32, key: u32) -> Option<&[u8]> {
+        let key = self.canon(key);
+        if !self.fetched.contains_key(&state) {
+            let h = proc_host()?;
+            let values = (h.value_get_all)(state);
+            let mut last_write = vec![UNWRITTEN; self.n_keys as usize];
+            // Writes buffered before the first read of this state.
+            for (w, (&s, &k)) in self.writes.states.iter().zip(&self.writes.keys).enumerate() {
+                if s == state
+                    && let Some(slot) = last_write.get_mut(k as usize)
+                {
+                    *slot = w as u32;
+                }
+            }
+            self.fetched.insert(state, Fetched { values, last_write });
+        }
+        let f = self.fetched.get(&state)?;
+        match f.last_write.get(key as usize).copied() {
+            Some(UNWRITTEN) | None => f.values.get(key as usize),
+            Some(w) => self.writes.values.get(w as usize),
+        }
+    }
+
+    fn write(&mut self, state: u32, key: u32, encode: Option<impl FnOnce(&mut Vec<u8>)>) {
+        let key = self.canon(key);
+        let w = self.writes.values.push(encode);
+        self.writes.states.push(state);
+        self.writes.keys.push(key);
+        if let Some(slot) = self
+            .fetched
+            .get_mut(&state)
+            .and_then(|f| f.last_write.get_mut(key as usize))
+        {
+            *slot = w;
+        }
+    }
+
+    fn timer(&mut self, key: u32, domain: TimeDomain, time: i64, delete: bool) {
+        self.timers.push(TimerChange {
+            key: self.canon(key),
+            domain,
+            time,
+            delete,
+        });
+    }
+
+    /// Sends the buffered writes and timer changes to the host.
+    pub fn flush(self) {
+        let Some(h) = proc_host() else { return };
+        if !self.writes.states.is_empty() {
+            (h.value_write_all)(self.writes);
+        }
+        if !self.timers.is_empty() {
+            (h.timer_change_all)(self.timers);
+        }
+    }
+}
+
 /// What a processor can do for the key being handled.
 pub struct Context<'a> {
     key_index: u32,
     key: Key<'a>,
     emitted: &'a mut Emitted,
+    call: &'a RefCell<CallState>,
 }
 
 impl<'a> Context<'a> {
     #[doc(hidden)]
-    pub fn new(key_index: u32, key: &'a [u8], key_schema: &'a Schema, emitted: &'a mut Emitted) -> Self {
+    pub fn new(
+        key_index: u32,
+        key: &'a [u8],
+        key_schema: &'a Schema,
+        emitted: &'a mut Emitted,
+        call: &'a RefCell<CallState>,
+    ) -> Self {
         Context {
             key_index,
             key: Key {
@@ -294,6 +474,7 @@ impl<'a> Context<'a> {
                 schema: key_schema,
             },
             emitted,
+            call,
         }
     }
 
@@ -322,18 +503,14 @@ impl<'a> Context<'a> {
         self.delete_timer_in(TimeDomain::EventTime, time);
     }
 
-    /// Sets a timer in either clock.
+    /// Sets a timer in either clock (sent to the host when the call ends).
     pub fn set_timer_in(&mut self, domain: TimeDomain, time: i64) {
-        if let Some(h) = proc_host() {
-            (h.timer_register)(self.key_index, domain, time);
-        }
+        self.call.borrow_mut().timer(self.key_index, domain, time, false);
     }
 
-    /// Removes a timer in either clock.
+    /// Removes a timer in either clock (sent to the host when the call ends).
     pub fn delete_timer_in(&mut self, domain: TimeDomain, time: i64) {
-        if let Some(h) = proc_host() {
-            (h.timer_delete)(self.key_index, domain, time);
-        }
+        self.call.borrow_mut().timer(self.key_index, domain, time, true);
     }
 
     /// The operator's event-time watermark.
@@ -359,24 +536,28 @@ pub struct ValueState<T> {
 }
 
 impl<T: StateCodec> ValueState<T> {
-    /// The value for the current key.
+    /// The value for the current key (the first read of a call reads the
+    /// state of all its keys at once).
     pub fn get(&self, ctx: &Context<'_>) -> Option<T> {
-        let h = proc_host()?;
-        (h.value_get)(self.idx, ctx.index()).and_then(|b| from_bytes(&b))
+        ctx.call
+            .borrow_mut()
+            .value(self.idx, ctx.index())
+            .and_then(from_bytes)
     }
 
-    /// Sets the value for the current key.
+    /// Sets the value for the current key (sent to the host when the call
+    /// ends; later reads in the call see it).
     pub fn set(&self, ctx: &mut Context<'_>, value: &T) {
-        if let Some(h) = proc_host() {
-            (h.value_set)(self.idx, ctx.index(), &to_bytes(value));
-        }
+        ctx.call
+            .borrow_mut()
+            .write(self.idx, ctx.index(), Some(|out: &mut Vec<u8>| value.encode(out)));
     }
 
     /// Removes the value for the current key.
     pub fn clear(&self, ctx: &mut Context<'_>) {
-        if let Some(h) = proc_host() {
-            (h.clear)(self.idx, ctx.index());
-        }
+        ctx.call
+            .borrow_mut()
+            .write(self.idx, ctx.index(), None::<fn(&mut Vec<u8>)>);
     }
 }
 
@@ -525,6 +706,151 @@ pub trait CoProcessor: Sized + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::__private::{ProcHostFns, install_proc_host};
+
+    // A host for the batched state calls: a map from (state, key bytes) to
+    // value, the keys of the current call, and the timer changes received.
+    thread_local! {
+        static STORE: RefCell<HashMap<(u32, String), Vec<u8>>> = RefCell::new(HashMap::new());
+        static KEYS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+        static TIMERS: RefCell<Vec<(String, i64, bool)>> = const { RefCell::new(Vec::new()) };
+        static HOST_CALLS: RefCell<usize> = const { RefCell::new(0) };
+    }
+
+    fn key_of(i: u32) -> String {
+        KEYS.with(|k| k.borrow()[i as usize].clone())
+    }
+
+    fn fake_host() {
+        install_proc_host(ProcHostFns {
+            value_get_all: |state| {
+                HOST_CALLS.with(|c| *c.borrow_mut() += 1);
+                let mut out = ValueBatch::default();
+                let keys = KEYS.with(|k| k.borrow().clone());
+                for k in keys {
+                    let v = STORE.with(|s| s.borrow().get(&(state, k)).cloned());
+                    out.push(v.map(|v| move |o: &mut Vec<u8>| o.extend_from_slice(&v)));
+                }
+                out
+            },
+            value_write_all: |w| {
+                HOST_CALLS.with(|c| *c.borrow_mut() += 1);
+                for (i, (&state, &key)) in w.states.iter().zip(&w.keys).enumerate() {
+                    let k = (state, key_of(key));
+                    STORE.with(|s| match w.values.get(i) {
+                        Some(v) => s.borrow_mut().insert(k, v.to_vec()),
+                        None => s.borrow_mut().remove(&k),
+                    });
+                }
+            },
+            list_get: |_, _| Vec::new(),
+            list_append: |_, _, _| {},
+            list_set: |_, _, _| {},
+            map_get: |_, _, _| None,
+            map_put: |_, _, _, _| {},
+            map_remove: |_, _, _| {},
+            map_entries: |_, _| Vec::new(),
+            clear: |_, _| {},
+            timer_change_all: |changes| {
+                HOST_CALLS.with(|c| *c.borrow_mut() += 1);
+                for c in changes {
+                    TIMERS.with(|t| t.borrow_mut().push((key_of(c.key), c.time, c.delete)));
+                }
+            },
+            watermark: || 0,
+            processing_time: || 0,
+        });
+    }
+
+    fn call_over(keys: &[&str]) {
+        KEYS.with(|k| *k.borrow_mut() = keys.iter().map(|s| s.to_string()).collect());
+    }
+
+    fn stored(state: u32, key: &str) -> Option<i64> {
+        STORE.with(|s| {
+            s.borrow()
+                .get(&(state, key.to_string()))
+                .and_then(|v| from_bytes(v))
+        })
+    }
+
+    // `ctx!` makes a `&mut Context` for reads and writes alike.
+    #[allow(clippy::unnecessary_mut_passed)]
+    #[test]
+    fn batched_state_reads_see_the_calls_own_writes_and_reach_the_host_once() {
+        fake_host();
+        STORE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.insert((0, "a".into()), to_bytes(&7i64));
+            s.insert((0, "c".into()), to_bytes(&9i64));
+            s.insert((1, "a".into()), to_bytes(&1i64));
+        });
+        call_over(&["a", "b", "c"]);
+        let schema = Schema::new(Vec::new(), None).unwrap();
+        let call = RefCell::new(CallState::distinct(3));
+        macro_rules! ctx {
+            ($i:expr) => {
+                &mut Context::new($i, &[], &schema, &mut Emitted::default(), &call)
+            };
+        }
+        let count: ValueState<i64> = ValueState {
+            idx: 0,
+            _t: PhantomData,
+        };
+        let other: ValueState<i64> = ValueState {
+            idx: 1,
+            _t: PhantomData,
+        };
+        // A write before the state's first read is seen by that read.
+        count.set(ctx!(1), &5);
+        assert_eq!(count.get(ctx!(1)), Some(5));
+        assert_eq!(count.get(ctx!(0)), Some(7));
+        count.set(ctx!(0), &8);
+        count.set(ctx!(0), &10);
+        assert_eq!(count.get(ctx!(0)), Some(10));
+        count.clear(ctx!(2));
+        assert_eq!(count.get(ctx!(2)), None);
+        assert_eq!(other.get(ctx!(0)), Some(1), "states are apart");
+        ctx!(2).set_timer(30);
+        ctx!(0).set_timer(10);
+        ctx!(0).delete_timer(10);
+        // Nothing reached the host but the two reads.
+        assert_eq!(HOST_CALLS.with(|c| *c.borrow()), 2);
+        assert_eq!(stored(0, "a"), Some(7));
+        call.into_inner().flush();
+        assert_eq!(HOST_CALLS.with(|c| *c.borrow()), 4);
+        assert_eq!(stored(0, "a"), Some(10));
+        assert_eq!(stored(0, "b"), Some(5));
+        assert_eq!(stored(0, "c"), None);
+        assert_eq!(stored(1, "a"), Some(1));
+        assert_eq!(
+            TIMERS.with(|t| t.borrow().clone()),
+            vec![
+                ("c".into(), 30, false),
+                ("a".into(), 10, false),
+                ("a".into(), 10, true)
+            ]
+        );
+
+        // Fired timers may repeat a key: its entries share one state.
+        STORE.with(|s| s.borrow_mut().insert((0, "x".into()), to_bytes(&1i64)));
+        call_over(&["x", "y", "x"]);
+        let keys: [&[u8]; 3] = [b"x", b"y", b"x"];
+        let call = RefCell::new(CallState::repeating(&keys));
+        macro_rules! ctx {
+            ($i:expr) => {
+                &mut Context::new($i, &[], &schema, &mut Emitted::default(), &call)
+            };
+        }
+        for i in [0, 2, 1] {
+            let n = count.get(ctx!(i)).unwrap_or(0);
+            count.set(ctx!(i), &(n + 1));
+        }
+        assert_eq!(count.get(ctx!(2)), Some(3));
+        call.into_inner().flush();
+        assert_eq!(stored(0, "x"), Some(3));
+        assert_eq!(stored(0, "y"), Some(1));
+    }
 
     #[test]
     fn codecs_round_trip() {
