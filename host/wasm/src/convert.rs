@@ -59,18 +59,3 @@ pub(crate) fn failure_from_wit(e: t::RecordError) -> Failure {
         message: e.message,
     }
 }
-
-/// Checks that end offsets describe `n` records within `len` bytes.
-pub(crate) fn check_ends(ends: &[u32], n: usize, len: usize) -> Result<(), String> {
-    if ends.len() != n {
-        return Err(format!("returned {} results for {n} records", ends.len()));
-    }
-    let mut prev = 0u32;
-    for &e in ends {
-        if e < prev || e as usize > len {
-            return Err("returned inconsistent row offsets".into());
-        }
-        prev = e;
-    }
-    Ok(())
-}

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use wafer_row::{BatchBuf, Schema};
+use wafer_row::{BatchBuf, Schema, Validator};
 use wasmtime::Store;
+use wasmtime::component::{ComponentType, Func, Lower};
 
 use crate::bindings::deserializer::Deserializer as Bindings;
-use crate::bindings::types::Payloads;
-use crate::convert::{check_ends, failure_from_wit, schema_from_wit};
+use crate::convert::{failure_from_wit, schema_from_wit};
 use crate::engine::{LoadedComponent, Pre};
 use crate::host::{GuestTelemetry, HostState};
 use crate::stage::{Isolated, Role};
@@ -26,25 +26,55 @@ pub struct Decoded {
 
 struct Deser;
 
+/// An instance's bindings, and its `deserialize` export for calls that lend
+/// the batch instead of copying it into an owned record first.
+pub(crate) struct DeserBindings {
+    bindings: Bindings,
+    deserialize: Func,
+}
+
+/// `types.payloads`, borrowed: lowered straight from the caller's buffers.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct PayloadsRef<'a> {
+    #[component(name = "data")]
+    data: &'a [u8],
+    #[component(name = "ends")]
+    ends: &'a [u32],
+}
+
 impl Role for Deser {
-    type Bindings = Bindings;
+    type Bindings = DeserBindings;
     type Setup = Schema;
     type Input = ();
 
-    fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
-        match pre {
-            Pre::Deserializer(p) => p.instantiate(store),
-            _ => Err(wasmtime::format_err!("not a deserializer")),
-        }
+    fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<DeserBindings> {
+        let Pre::Deserializer(p) = pre else {
+            return Err(wasmtime::format_err!("not a deserializer"));
+        };
+        let instance = p.instance_pre().instantiate(&mut *store)?;
+        let bindings = Bindings::new(&mut *store, &instance)?;
+        let iface = instance
+            .get_export_index(&mut *store, None, "wafer:udf/deserialize@0.1.0")
+            .ok_or_else(|| wasmtime::format_err!("no `wafer:udf/deserialize` export"))?;
+        let func = instance
+            .get_export_index(&mut *store, Some(&iface), "deserialize")
+            .and_then(|i| instance.get_func(&mut *store, i))
+            .ok_or_else(|| wasmtime::format_err!("no `deserialize` function"))?;
+        Ok(DeserBindings {
+            bindings,
+            deserialize: func,
+        })
     }
 
     fn init(
-        b: &Bindings,
+        b: &DeserBindings,
         store: &mut Store<HostState>,
         config: &str,
         _: &(),
     ) -> wasmtime::Result<Result<Schema, String>> {
-        Ok(b.wafer_udf_deserialize()
+        Ok(b.bindings
+            .wafer_udf_deserialize()
             .call_init(store, config)?
             .and_then(schema_from_wit))
     }
@@ -52,20 +82,21 @@ impl Role for Deser {
 
 type Raw = crate::bindings::deserializer::exports::wafer::udf::deserialize::Decoded;
 
-fn call(b: &Bindings, store: &mut Store<HostState>, data: &[u8], ends: &[u32]) -> wasmtime::Result<Raw> {
-    // The generated binding takes the record by reference; building it
-    // copies the batch once more on the host, which is cheap next to the
-    // copy into guest memory.
-    let input = Payloads {
-        data: data.to_vec(),
-        ends: ends.to_vec(),
-    };
-    b.wafer_udf_deserialize().call_deserialize(store, &input)
+fn call(b: &DeserBindings, store: &mut Store<HostState>, data: &[u8], ends: &[u32]) -> wasmtime::Result<Raw> {
+    // The typed view is checked against the component's type on each call
+    // (a few comparisons); in exchange the batch is lowered into the guest
+    // straight from the source's buffer, without an owned copy first.
+    let f = b.deserialize.typed::<(PayloadsRef<'_>,), (Raw,)>(&*store)?;
+    let (raw,) = f.call(store, (PayloadsRef { data, ends },))?;
+    Ok(raw)
 }
 
 /// Runs a deserializer component over batches, isolating bad records.
 pub struct DeserializeStage {
     guest: Isolated<Deser>,
+    /// Checks the rows against the declared schema (fixed for the stage's
+    /// life: a new version with another schema is refused).
+    validator: Validator,
 }
 
 impl DeserializeStage {
@@ -78,8 +109,10 @@ impl DeserializeStage {
         limits: Limits,
         telemetry: Arc<dyn GuestTelemetry>,
     ) -> Result<Self, LoadError> {
+        let guest = Isolated::new(rt, slot, config, (), limits, telemetry)?;
         Ok(DeserializeStage {
-            guest: Isolated::new(rt, slot, config, (), limits, telemetry)?,
+            validator: Validator::new(guest.setup()),
+            guest,
         })
     }
 
@@ -105,13 +138,19 @@ impl DeserializeStage {
     }
 
     fn accept(&self, raw: Raw, n: usize) -> Decoded {
-        let schema = self.schema();
         let rows = BatchBuf {
             data: raw.rows.data,
             ends: raw.rows.ends,
         };
-        if let Err(msg) = check_ends(&rows.ends, n, rows.data.len()) {
-            return all_failed(n, FailKind::BadOutput, &format!("the deserializer {msg}"));
+        if rows.ends.len() != n {
+            return all_failed(
+                n,
+                FailKind::BadOutput,
+                &format!(
+                    "the deserializer returned {} results for {n} records",
+                    rows.ends.len()
+                ),
+            );
         }
         let mut failures: Vec<Failure> = raw
             .errors
@@ -121,16 +160,24 @@ impl DeserializeStage {
             .collect();
         failures.sort_by_key(|f| f.index);
         failures.dedup_by_key(|f| f.index);
+        // Offsets and rows in one pass; the rows of failed records are
+        // meaningless, so the list of failures is only consulted for rows
+        // that fail the quick check.
+        let mut invalid = Vec::new();
+        if let Err(msg) = self.validator.check_batch(&rows.data, &rows.ends, &mut invalid) {
+            return all_failed(
+                n,
+                FailKind::BadOutput,
+                &format!("the deserializer returned bad row offsets: {msg}"),
+            );
+        }
         let view = rows.as_batch();
-        let mut next_failure = 0;
         let mut bad_rows = Vec::new();
-        for i in 0..n {
-            if failures.get(next_failure).is_some_and(|f| f.index as usize == i) {
-                next_failure += 1;
+        for i in invalid {
+            if failures.binary_search_by_key(&(i as u32), |f| f.index).is_ok() {
                 continue;
             }
-            let row = view.get(i).unwrap_or_default();
-            if let Err(e) = wafer_row::validate(row, schema) {
+            if let Err(e) = self.validator.check(view.get(i).unwrap_or_default()) {
                 bad_rows.push(Failure {
                     index: i as u32,
                     kind: FailKind::BadOutput,

@@ -223,6 +223,11 @@ impl WasmRuntime {
             // the store's concurrency tables.
             .concurrency_support(false)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `WAFER_PERF_MAP=1` writes /tmp/perf-<pid>.map, so that `perf`
+        // names the guests' functions instead of showing bare addresses.
+        if std::env::var_os("WAFER_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(engine_error)?;
         let tick = Duration::from_millis(2);
         let stop = Arc::new(AtomicBool::new(false));

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use wafer_row::{BatchBuf, Schema};
+use wafer_row::{BatchBuf, Schema, Validator};
 use wasmtime::Store;
 
 use crate::bindings::co_processor::CoProcessor;
@@ -462,6 +462,8 @@ pub struct ProcOutput {
 /// Runs a processor or co-processor component.
 pub struct ProcessorStage {
     guest: Isolated<ProcRole>,
+    /// One per declared output, checking the rows emitted to it.
+    validators: Vec<Validator>,
 }
 
 fn payloads(data: &[u8], ends: &[u32]) -> Payloads {
@@ -481,8 +483,15 @@ impl ProcessorStage {
         limits: Limits,
         telemetry: Arc<dyn GuestTelemetry>,
     ) -> Result<Self, LoadError> {
+        let guest: Isolated<ProcRole> = Isolated::new(rt, slot, config, inputs, limits, telemetry)?;
         Ok(ProcessorStage {
-            guest: Isolated::new(rt, slot, config, inputs, limits, telemetry)?,
+            validators: guest
+                .setup()
+                .outputs
+                .iter()
+                .map(|o| Validator::new(&o.schema))
+                .collect(),
+            guest,
         })
     }
 
@@ -582,7 +591,9 @@ impl ProcessorStage {
             return out;
         }
         for (i, &o) in raw.outputs.iter().enumerate() {
-            let Some(decl) = spec.outputs.get(o as usize) else {
+            let (Some(decl), Some(validator)) =
+                (spec.outputs.get(o as usize), self.validators.get(o as usize))
+            else {
                 out.bad_rows
                     .push(format!("row {i} names output {o}, which was never declared"));
                 continue;
@@ -591,7 +602,7 @@ impl ProcessorStage {
                 out.bad_rows.push(format!("row {i} has inconsistent offsets"));
                 continue;
             };
-            match wafer_row::validate(row, &decl.schema) {
+            match validator.check(row) {
                 Ok(()) => {
                     out.rows.push(row);
                     out.outputs.push(o);

@@ -113,7 +113,6 @@ impl<D: Deserializer> DeserializerState<D> {
 
     /// Deserializes a batch of payloads.
     pub fn run(&mut self, data: &[u8], ends: &[u32]) -> BatchOutput {
-        let batch = Batch::new(data, ends);
         let n = self.schema.len();
         let mut out = BatchOutput {
             // Rows are about the size of the payloads they come from.
@@ -121,8 +120,12 @@ impl<D: Deserializer> DeserializerState<D> {
             ends: Vec::with_capacity(ends.len()),
             errors: Vec::new(),
         };
-        for i in 0..batch.len() {
-            match batch.get(i) {
+        let mut start = 0usize;
+        for (i, &end) in ends.iter().enumerate() {
+            let end = end as usize;
+            let payload = data.get(start..end);
+            start = end;
+            match payload {
                 None => out
                     .errors
                     .push(record_error(i, Error::failed("bad batch offsets"))),
