@@ -5,7 +5,8 @@
 //! The broker is tansu, started by `scripts/kafka-broker` (installed by it
 //! if missing). `WAFER_BENCH_EVENTS` (default 1,000,000) sizes the input,
 //! `WAFER_BENCH_USERS` (default 100,000) its keys, `WAFER_BENCH_RUNS` the
-//! runs per source (default 3, median kept).
+//! runs per source (default 3, median kept). `WAFER_BENCH_KAFKA_ONLY=1`
+//! skips the file runs (to profile the Kafka path alone).
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,7 @@ fn main() {
     let events = env_usize("WAFER_BENCH_EVENTS", 1_000_000);
     let users = env_usize("WAFER_BENCH_USERS", 100_000);
     let runs = env_usize("WAFER_BENCH_RUNS", 3);
+    let kafka_only = std::env::var("WAFER_BENCH_KAFKA_ONLY").is_ok_and(|v| v == "1");
     let input = interactions_file(
         events,
         &[
@@ -75,6 +77,9 @@ fn main() {
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for run in 0..runs {
         for (i, kafka) in [false, true].into_iter().enumerate() {
+            if !kafka && kafka_only {
+                continue;
+            }
             let mut vars = vec![
                 ("PARALLELISM", "2".to_string()),
                 ("OUTPUT_DIR", out.path().display().to_string()),
@@ -103,6 +108,10 @@ fn main() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    if kafka_only {
+        println!("Kafka only: {:.0} events/s", median(&mut rates[1]));
+        return;
+    }
     let file = median(&mut rates[0]);
     let kafka = median(&mut rates[1]);
     println!(
