@@ -25,6 +25,7 @@
 //! turns idle) even before its first record.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -119,11 +120,29 @@ pub struct KafkaRecord<'a> {
 /// partitions: nothing to defend from).
 type Fast = foldhash::fast::RandomState;
 
+/// The next offset to read of one partition. The reader stores it after
+/// every message (a plain store, where a lock per message cost a tenth of
+/// the source thread); the rebalance callback and checkpoints load it.
+#[derive(Debug)]
+struct Position(AtomicI64);
+
+impl Position {
+    fn new(offset: i64) -> Arc<Self> {
+        Arc::new(Position(AtomicI64::new(offset)))
+    }
+    fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+    fn set(&self, offset: i64) {
+        self.0.store(offset, Ordering::Release);
+    }
+}
+
 /// Positions shared with the rebalance callback, which runs inside `poll`.
 #[derive(Default)]
 struct Shared {
-    /// Next offset to read per partition.
-    positions: HashMap<(String, i32), i64, Fast>,
+    /// Next offset to read per partition read or restored.
+    positions: HashMap<(String, i32), Arc<Position>, Fast>,
     /// Lane of every partition ever assigned.
     lanes: HashMap<(String, i32), (Partition, u32)>,
     /// Partitions assigned now.
@@ -173,7 +192,7 @@ impl ConsumerContext for Ctx {
                     shared.lane(&key);
                     shared.assigned.insert(key.clone());
                     let offset = match shared.positions.get(&key) {
-                        Some(&o) => Offset::Offset(o),
+                        Some(o) => Offset::Offset(o.get()),
                         None => start_offset(consumer, self.start, e.topic(), e.partition()),
                     };
                     // The offset is valid here: add_partition_offset only
@@ -258,7 +277,7 @@ pub struct KafkaReader {
     settings: KafkaSettings,
     shared: Arc<Mutex<Shared>>,
     /// Partitions seen, their names and lanes (a cache of `shared`).
-    recent: Vec<((String, i32), Partition, u32)>,
+    recent: Vec<((String, i32), Partition, u32, Arc<Position>)>,
     /// Bounded mode: the partitions still being read.
     ends: Option<HashMap<(String, i32), BoundedPartition, Fast>>,
     /// When the reader started (epoch ms): in bounded mode, messages
@@ -308,7 +327,7 @@ impl KafkaReader {
         // caller can restore their watermarks before the first record.
         for (key, offset) in positions {
             shared.lane(&key);
-            shared.positions.insert(key, offset);
+            shared.positions.insert(key, Position::new(offset));
         }
         let shared = Arc::new(Mutex::new(shared));
         let consumer: BaseConsumer<Ctx> = cfg
@@ -401,12 +420,7 @@ impl KafkaReader {
                 }
             }
         }
-        let positions = self
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .positions
-            .clone();
+        let positions: HashMap<(String, i32), i64> = self.positions().into_iter().collect();
         let mut tpl = TopicPartitionList::new();
         let mut ends = HashMap::default();
         for (t, p) in partitions {
@@ -485,24 +499,30 @@ impl KafkaReader {
                 Ok(m) => {
                     // The partition's key, lane and name without allocating:
                     // a linear scan of the few partitions seen.
+                    // (With one topic the partition number decides; the
+                    // topic's name costs a C string check per message.)
+                    let one_topic = self.settings.topics.len() == 1;
                     let at = self
                         .recent
                         .iter()
-                        .position(|(k, _, _)| k.1 == m.partition() && k.0 == m.topic());
+                        .position(|(k, ..)| k.1 == m.partition() && (one_topic || k.0 == m.topic()));
                     let at = match at {
                         Some(at) => at,
                         None => {
                             let key = (m.topic().to_string(), m.partition());
-                            let (partition, lane) = self
-                                .shared
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .lane(&key);
-                            self.recent.push((key, partition, lane));
+                            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                            let (partition, lane) = shared.lane(&key);
+                            let position = shared
+                                .positions
+                                .entry(key.clone())
+                                .or_insert_with(|| Position::new(m.offset()))
+                                .clone();
+                            drop(shared);
+                            self.recent.push((key, partition, lane, position));
                             self.recent.len() - 1
                         }
                     };
-                    let (key, partition, lane) = &self.recent[at];
+                    let (key, partition, lane, position) = &self.recent[at];
                     let offset = m.offset();
                     if let Some(ends) = &mut self.ends {
                         // A message of a finished partition fetched before
@@ -530,14 +550,7 @@ impl KafkaReader {
                         offset,
                         payload: m.payload().unwrap_or_default(),
                     });
-                    let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-                    match shared.positions.get_mut(key) {
-                        Some(o) => *o = offset + 1,
-                        None => {
-                            shared.positions.insert(key.clone(), offset + 1);
-                        }
-                    }
-                    drop(shared);
+                    position.set(offset + 1);
                     n += 1;
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
@@ -637,7 +650,7 @@ impl KafkaReader {
             .unwrap_or_else(PoisonError::into_inner)
             .positions
             .iter()
-            .map(|(k, o)| (k.clone(), *o))
+            .map(|(k, o)| (k.clone(), o.get()))
             .collect();
         v.sort();
         v
