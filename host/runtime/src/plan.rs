@@ -4,6 +4,7 @@
 //! happens here, before any output is opened or any record read.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use wafer_connectors::file_source::{FileReader, list_files};
@@ -627,11 +628,17 @@ fn keyed_plan(
             (d.clone(), None, true)
         }
         None => {
+            let parent = std::env::temp_dir();
+            sweep_orphaned_state(&parent);
             let t = tempfile::Builder::new()
-                .prefix("wafer-state-")
-                .tempdir()
+                .prefix(TEMP_STATE_PREFIX)
+                .tempdir_in(&parent)
                 .map_err(|e| plan_error("state", format!("cannot create a state directory: {e}")))?;
-            (t.path().to_path_buf(), Some(t), false)
+            // The owner's pid beside the database: a host killed before it
+            // could remove the directory leaves it to the next one.
+            std::fs::write(t.path().join(OWNER_FILE), std::process::id().to_string())
+                .map_err(|e| plan_error("state", format!("cannot create a state directory: {e}")))?;
+            (t.path().join("db"), Some(t), false)
         }
     };
     if let Some(r) = restored
@@ -906,4 +913,78 @@ fn keyed_plan(
         temp_dir,
         keep,
     })
+}
+
+/// Prefix of the temporary state directories of jobs without `state.dir`.
+const TEMP_STATE_PREFIX: &str = "wafer-state-";
+/// The file in a temporary state directory naming the process using it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the temporary state directories of hosts that are gone (killed
+/// before they could clean up: `kill -9`, a crash, a power cut). A directory
+/// whose owner cannot be told (no pid file, or not on Linux) is left alone;
+/// a reused pid only delays the removal.
+fn sweep_orphaned_state(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let is_ours = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_STATE_PREFIX));
+        if !is_ours {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) && std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(dir = %path.display(), pid, "removed the state directory of a host that is gone");
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_alive(_pid: u32) -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn state_directories_of_dead_hosts_are_swept_and_no_other() {
+        let parent = tempfile::tempdir().unwrap();
+        // A pid that belonged to a process that has exited.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let make = |name: &str, owner: Option<u32>| {
+            let d = parent.path().join(name);
+            std::fs::create_dir_all(d.join("db")).unwrap();
+            if let Some(pid) = owner {
+                std::fs::write(d.join(OWNER_FILE), pid.to_string()).unwrap();
+            }
+            d
+        };
+        let orphan = make("wafer-state-orphan", Some(dead));
+        let mine = make("wafer-state-mine", Some(std::process::id()));
+        let unknown = make("wafer-state-unknown", None);
+        let other = make("not-wafer", Some(dead));
+        sweep_orphaned_state(parent.path());
+        assert!(!orphan.exists(), "the dead host's state is removed");
+        assert!(mine.exists() && unknown.exists() && other.exists());
+    }
 }
