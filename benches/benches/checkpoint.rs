@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wafer_checkpoint::{CheckpointStore, Manifest};
-use wafer_state::{KeyedState, Kind, StateDb, StateDecl};
+use wafer_state::{KeyedState, Kind, MAX_DIRTY_AT_BARRIER, StateDb, StateDecl};
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let mut n = 0;
@@ -105,6 +105,11 @@ fn run(keys: u64) {
     for i in 0..changed {
         let k = (i * 7919) % keys;
         state.value_set(op, 0, &key(k), value(k, 1)).expect("set");
+        // A keyed worker writes the excess of dirty entries back between
+        // batches (of up to 256 records) when checkpoints are on.
+        if i % 256 == 255 {
+            state.write_back_excess(MAX_DIRTY_AT_BARRIER).expect("write back");
+        }
     }
     // At a barrier a keyed worker first writes its dirty entries back, then
     // waits for the snapshot: both are part of the pause.

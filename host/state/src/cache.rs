@@ -55,6 +55,17 @@ struct Slot<V> {
     referenced: bool,
 }
 
+/// What [`ClockCache::get_or_load`] found or loaded.
+pub(crate) struct Loaded<'a, V> {
+    pub value: &'a mut V,
+    /// Its slot number.
+    pub slot: u32,
+    /// The entry evicted to make room, with its key.
+    pub evicted: Option<(Vec<u8>, V)>,
+    /// Whether it was cached already.
+    pub hit: bool,
+}
+
 /// A map of at most `capacity` entries that evicts one it has not seen used
 /// recently when a new one would exceed that.
 pub(crate) struct ClockCache<V> {
@@ -87,11 +98,17 @@ impl<V> ClockCache<V> {
     }
 
     /// The entry of `key`, marked as used.
+    #[cfg(test)]
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let i = self.find(key)?;
         let slot = &mut self.slots[i];
         slot.referenced = true;
         Some(&mut slot.value)
+    }
+
+    /// Number of slots.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Whether `key` is cached (without marking it used).
@@ -107,15 +124,32 @@ impl<V> ClockCache<V> {
         &mut self,
         key: &[u8],
         load: impl FnOnce() -> Result<V, E>,
-    ) -> Result<(&mut V, Option<(Vec<u8>, V)>, bool), E> {
+    ) -> Result<Loaded<'_, V>, E> {
         if let Some(i) = self.find(key) {
             let slot = &mut self.slots[i];
             slot.referenced = true;
-            return Ok((&mut slot.value, None, true));
+            return Ok(Loaded {
+                value: &mut slot.value,
+                slot: i as u32,
+                evicted: None,
+                hit: true,
+            });
         }
         let value = load()?;
         let (i, evicted) = self.insert_new(key, value);
-        Ok((&mut self.slots[i].value, evicted, false))
+        Ok(Loaded {
+            value: &mut self.slots[i].value,
+            slot: i as u32,
+            evicted,
+            hit: false,
+        })
+    }
+
+    /// The entry in slot `i` and its key, without marking it used. Slot
+    /// numbers are stable until the entry is evicted or removed.
+    pub(crate) fn slot_mut(&mut self, i: u32) -> Option<(&[u8], &mut V)> {
+        let slot = self.slots.get_mut(i as usize)?;
+        Some((slot.key.as_slice(), &mut slot.value))
     }
 
     /// Inserts an entry known to be absent; returns its slot and what it
@@ -162,7 +196,8 @@ impl<V> ClockCache<V> {
         (victim, Some((old.key.as_slice().to_vec(), old.value)))
     }
 
-    /// Removes the entry of `key`.
+    /// Removes the entry of `key`; the last slot's entry moves into the
+    /// freed slot.
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<V> {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
@@ -200,7 +235,8 @@ impl<V> ClockCache<V> {
         self.insert_new(&key, value).1
     }
 
-    /// Every entry, in no particular order.
+    /// Every entry, in no particular order (for checks in debug builds).
+    #[cfg(debug_assertions)]
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
         self.slots.iter_mut().map(|s| (s.key.as_slice(), &mut s.value))
     }
@@ -300,12 +336,15 @@ mod tests {
             let evicted = if x.is_multiple_of(3) {
                 c.put(k.clone(), step)
             } else {
-                let (v, evicted, hit) = c
+                let got = c
                     .get_or_load(&k, || Ok::<_, ()>(oracle.get(&k).copied().unwrap_or(0)))
                     .unwrap();
-                assert_eq!(hit, cached.contains(&k));
-                assert_eq!(*v, oracle.get(&k).copied().unwrap_or(0));
-                *v = step;
+                assert_eq!(got.hit, cached.contains(&k));
+                assert_eq!(*got.value, oracle.get(&k).copied().unwrap_or(0));
+                *got.value = step;
+                let slot = got.slot;
+                let evicted = got.evicted;
+                assert_eq!(c.slot_mut(slot).map(|(sk, _)| sk.to_vec()), Some(k.clone()));
                 evicted
             };
             cached.insert(k.clone());

@@ -18,7 +18,7 @@
 //! deleted when next touched, by the compaction filter, and at the end of
 //! input (when the watermark reaches +infinity).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -64,6 +64,9 @@ struct Cell {
     on_disk: bool,
     /// The transaction that last logged this cell's undo entry (0: none).
     tx: u32,
+    /// The key is in the dirty list. Every dirty cached cell is queued, so
+    /// write-back visits the dirty list instead of the whole cache.
+    queued: bool,
 }
 
 impl Cell {
@@ -79,6 +82,7 @@ impl Cell {
             dirty: false,
             on_disk: false,
             tx: 0,
+            queued: false,
         }
     }
 }
@@ -105,6 +109,11 @@ pub struct CacheStats {
     pub writes: u64,
 }
 
+/// With checkpoints, the most dirty entries a keyed worker keeps between
+/// batches ([`KeyedState::write_back_excess`]): a barrier's write-back,
+/// which pauses processing, is bounded by it (about 2.5 µs an entry).
+pub const MAX_DIRTY_AT_BARRIER: usize = 8192;
+
 /// Evicted dirty entries are written to RocksDB in batches of this many.
 const PENDING_BATCH: usize = 4096;
 
@@ -116,6 +125,10 @@ pub struct KeyedState {
     // beyond foldhash's per-process seed).
     cache: ClockCache<Cell>,
     pending: HashMap<Vec<u8>, Option<Vec<u8>>, RandomState>,
+    /// Slots of cells made dirty, oldest first. Every dirty cached cell's
+    /// current slot is listed; a listed slot may since hold a clean cell or
+    /// another key's (each visit checks the cell it finds).
+    dirty: VecDeque<u32>,
     tx: Option<Tx>,
     /// Number of the last transaction opened.
     tx_count: u32,
@@ -140,6 +153,7 @@ impl KeyedState {
             db,
             cache: ClockCache::new(cache_entries),
             pending: HashMap::default(),
+            dirty: VecDeque::new(),
             tx: None,
             tx_count: 0,
             decls: Vec::new(),
@@ -256,10 +270,14 @@ impl KeyedState {
             old.dirty = true;
             old.on_disk = true;
             old.tx = 0;
-            match self.cache.get_mut(&key) {
-                Some(c) => *c = old,
+            match self.cache.get_or_load(&key, || Err(())) {
+                Ok(c) => {
+                    old.queued = true;
+                    *c.value = old;
+                    self.dirty.push_back(c.slot);
+                }
                 // Evicted since: the pending writes shadow RocksDB.
-                None => {
+                Err(()) => {
                     self.pending.insert(key, old.encoded());
                 }
             }
@@ -350,7 +368,7 @@ impl KeyedState {
         };
         let (pending, db) = (&self.pending, &self.db);
         let scratch = &self.scratch;
-        let (cell, evicted, hit) = self.cache.get_or_load(scratch, || {
+        let loaded = self.cache.get_or_load(scratch, || {
             let raw = match pending.get(scratch) {
                 Some(v) => v.clone(),
                 None => db.get(CF_STATE, scratch)?,
@@ -362,10 +380,12 @@ impl KeyedState {
                     dirty: false,
                     on_disk: true,
                     tx: 0,
+                    queued: false,
                 },
                 None => Cell::absent(),
             })
         })?;
+        let (cell, slot, evicted, hit) = (loaded.value, loaded.slot, loaded.evicted, loaded.hit);
         let mut expired = 0;
         if cell.data.is_some() && cell.expiry != NO_EXPIRY && cell.expiry <= wm {
             // Expired: invisible, and deleted on write-back. (Not undone by
@@ -374,6 +394,7 @@ impl KeyedState {
             cell.dirty = true;
             expired = -1;
         }
+        let newly_dirty = (write || expired != 0) && !cell.queued;
         let before = isize::from(cell.data.is_some());
         if write
             && let Some(tx) = self.tx.as_mut()
@@ -387,6 +408,9 @@ impl KeyedState {
             cell.dirty = true;
             cell.expiry = expiry;
         }
+        if newly_dirty {
+            cell.queued = true;
+        }
         let delta = isize::from(cell.data.is_some()) - before;
         let cleared = write && cell.data.is_none();
         let on_disk = cell.on_disk;
@@ -399,8 +423,15 @@ impl KeyedState {
             tx.live += delta;
         }
         self.add_live(expired + delta);
+        if newly_dirty {
+            self.dirty.push_back(slot);
+            self.compact_dirty_list();
+        }
         self.evicted(evicted)?;
         if cleared {
+            // The cache moves its last entry into the freed slot. A clear is
+            // a write, so that slot is in the dirty list and the entry moving
+            // in is visited through it.
             self.cache.remove(&self.scratch);
             if on_disk {
                 self.queue(self.scratch.clone(), None)?;
@@ -586,19 +617,77 @@ impl KeyedState {
     /// Writes every dirty entry (cached or pending) to RocksDB. Entries stay
     /// cached.
     pub fn flush(&mut self) -> Result<(), StateError> {
+        self.write_back(0);
+        #[cfg(debug_assertions)]
         for (k, cell) in self.cache.iter_mut() {
-            if cell.dirty {
-                let encoded = match &cell.data {
-                    Some(d) if cell.expiry == NO_EXPIRY || cell.expiry > self.watermark => {
-                        Some(encode(d, cell.expiry))
-                    }
-                    _ => None,
-                };
-                cell.on_disk = encoded.is_some();
-                self.pending.insert(k.to_vec(), encoded);
-                cell.dirty = false;
-            }
+            debug_assert!(!cell.dirty, "dirty entry {k:?} missing from the dirty list");
         }
         self.write_pending()
+    }
+
+    /// Writes the oldest dirty entries back to RocksDB until at most
+    /// `keep / 2` are left, if more than `keep` are dirty; between calls
+    /// only (not inside a transaction). Called between batches when
+    /// checkpoints are on, it bounds what a barrier must write (and so the
+    /// pause) at the price of writing hot entries more often. Returns the
+    /// entries written.
+    pub fn write_back_excess(&mut self, keep: usize) -> Result<usize, StateError> {
+        if self.tx.is_some() || self.dirty.len() <= keep {
+            return Ok(0);
+        }
+        let n = self.write_back(keep / 2);
+        self.write_pending()?;
+        Ok(n)
+    }
+
+    /// Moves dirty entries, oldest first, into the pending writes until at
+    /// most `keep` keys are listed. Entries stay cached, now clean.
+    fn write_back(&mut self, keep: usize) -> usize {
+        let mut written = 0;
+        while self.dirty.len() > keep {
+            let Some(i) = self.dirty.pop_front() else {
+                break;
+            };
+            let Some((k, cell)) = self.cache.slot_mut(i) else {
+                // The slot is gone (entries were removed).
+                continue;
+            };
+            if !cell.queued {
+                continue;
+            }
+            cell.queued = false;
+            if !cell.dirty {
+                continue;
+            }
+            let encoded = match &cell.data {
+                Some(d) if cell.expiry == NO_EXPIRY || cell.expiry > self.watermark => {
+                    Some(encode(d, cell.expiry))
+                }
+                _ => None,
+            };
+            cell.on_disk = encoded.is_some();
+            cell.dirty = false;
+            self.pending.insert(k.to_vec(), encoded);
+            written += 1;
+        }
+        written
+    }
+
+    /// Slots whose dirty cell was evicted stay listed until visited: once
+    /// the list is much longer than the cache, it is rebuilt from the dirty
+    /// cells (a scan, paid once per that many listings).
+    fn compact_dirty_list(&mut self) {
+        if self.dirty.len() <= 2 * self.cache.capacity() + 1024 {
+            return;
+        }
+        self.dirty.clear();
+        let mut i = 0u32;
+        while let Some((_, cell)) = self.cache.slot_mut(i) {
+            cell.queued = cell.dirty;
+            if cell.dirty {
+                self.dirty.push_back(i);
+            }
+            i += 1;
+        }
     }
 }

@@ -223,10 +223,28 @@ fn lcg(x: &mut u64) -> u64 {
 fn aborted_transactions_leave_no_trace_when_the_cache_evicts_mid_call() {
     // Calls write many keys through caches smaller than one call, so cells
     // a call wrote are evicted (and written to RocksDB) before it aborts.
+    // Between calls some dirty entries are written back early (as keyed
+    // workers do when checkpoints are on), and every 50 calls everything
+    // is flushed and a fresh reader must see exactly the committed state:
+    // a dirty entry missing from the dirty list would be lost there.
     let (_dir, db) = db();
-    for cache in [1usize, 3, 50] {
+    for cache in [1usize, 3, 50, 1000] {
         let mut s = KeyedState::new(db.clone(), cache);
         let op = db.operator_id(&format!("abort-{cache}")).unwrap();
+        let check = |committed_v: &HashMap<Vec<u8>, Vec<u8>>,
+                     committed_l: &HashMap<Vec<u8>, Vec<Vec<u8>>>| {
+            let mut t = KeyedState::new(db.clone(), cache);
+            t.declare(op, 0, decl(Kind::Value, None));
+            t.declare(op, 1, decl(Kind::List, None));
+            for k in 0..40 {
+                let key = format!("k{k}").into_bytes();
+                assert_eq!(t.value_get(op, 0, &key).unwrap(), committed_v.get(&key).cloned());
+                assert_eq!(
+                    t.list_get(op, 1, &key).unwrap(),
+                    committed_l.get(&key).cloned().unwrap_or_default()
+                );
+            }
+        };
         s.declare(op, 0, decl(Kind::Value, None));
         s.declare(op, 1, decl(Kind::List, None));
         let mut committed_v: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -263,19 +281,16 @@ fn aborted_transactions_leave_no_trace_when_the_cache_evicts_mid_call() {
             }
             let key = format!("k{}", lcg(&mut x) % 40).into_bytes();
             assert_eq!(s.value_get(op, 0, &key).unwrap(), committed_v.get(&key).cloned());
+            if lcg(&mut x).is_multiple_of(4) {
+                s.write_back_excess((lcg(&mut x) % 6) as usize).unwrap();
+            }
+            if call % 50 == 49 {
+                s.flush().unwrap();
+                check(&committed_v, &committed_l);
+            }
         }
         s.flush().unwrap();
-        let mut t = KeyedState::new(db.clone(), cache);
-        t.declare(op, 0, decl(Kind::Value, None));
-        t.declare(op, 1, decl(Kind::List, None));
-        for k in 0..40 {
-            let key = format!("k{k}").into_bytes();
-            assert_eq!(t.value_get(op, 0, &key).unwrap(), committed_v.get(&key).cloned());
-            assert_eq!(
-                t.list_get(op, 1, &key).unwrap(),
-                committed_l.get(&key).cloned().unwrap_or_default()
-            );
-        }
+        check(&committed_v, &committed_l);
         let live = committed_v.len() + committed_l.len();
         assert_eq!(s.live_entries(), live, "cache {cache}: live entries after aborts");
     }
@@ -319,4 +334,28 @@ fn timers_on_disk_match_memory_after_every_flush() {
             .collect();
         assert_eq!(on_disk, oracle, "round {round}");
     }
+}
+
+#[test]
+fn an_abort_restoring_a_reloaded_entry_still_writes_it_back() {
+    // Written, evicted, read back in (clean, in a new slot) and then the
+    // call aborts: the restored entry is dirty and must reach RocksDB at the
+    // next flush, through the dirty list like any other.
+    let (_dir, db) = db();
+    let mut s = KeyedState::new(db.clone(), 2);
+    let op = db.operator_id("reload").unwrap();
+    s.declare(op, 0, decl(Kind::Value, None));
+    s.value_set(op, 0, b"a", b"1".to_vec()).unwrap();
+    s.flush().unwrap();
+    s.begin();
+    s.value_set(op, 0, b"a", b"2".to_vec()).unwrap();
+    s.value_set(op, 0, b"b", b"x".to_vec()).unwrap();
+    s.value_set(op, 0, b"c", b"y".to_vec()).unwrap();
+    assert_eq!(s.value_get(op, 0, b"a").unwrap(), Some(b"2".to_vec()));
+    s.abort();
+    s.flush().unwrap();
+    let mut t = KeyedState::new(db.clone(), 2);
+    t.declare(op, 0, decl(Kind::Value, None));
+    assert_eq!(t.value_get(op, 0, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(t.value_get(op, 0, b"b").unwrap(), None);
 }

@@ -468,6 +468,15 @@ impl KeyedWorker {
                 procs[p].process(&self.core, input, batch, &accepted, source, wm, outputs, dl)?;
             }
         }
+        if self.link.is_some() {
+            // With checkpoints, dirty entries go to RocksDB a few at a time
+            // between batches, so that a barrier finds at most this many
+            // left to write while processing waits.
+            self.lock()?
+                .state
+                .write_back_excess(wafer_state::MAX_DIRTY_AT_BARRIER)
+                .map_err(core::state_error)?;
+        }
         Ok(())
     }
 
