@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wafer_checkpoint::{CheckpointStore, Manifest};
-use wafer_state::{KeyedState, Kind, MAX_DIRTY_AT_BARRIER, StateDb, StateDecl};
+use wafer_state::{KeyedState, Kind, StateDb, StateDecl};
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let mut n = 0;
@@ -55,6 +55,9 @@ fn value(i: u64, round: u64) -> Vec<u8> {
     }
     v
 }
+
+/// The job setting `checkpoints.max_dirty_entries` the bench runs with.
+const MAX_DIRTY: usize = 8192;
 
 fn key(i: u64) -> Vec<u8> {
     format!("user-{i:012}").into_bytes()
@@ -106,9 +109,9 @@ fn run(keys: u64) {
         let k = (i * 7919) % keys;
         state.value_set(op, 0, &key(k), value(k, 1)).expect("set");
         // A keyed worker writes the excess of dirty entries back between
-        // batches (of up to 256 records) when checkpoints are on.
+        // batches (of up to 256 records) with `max_dirty_entries` set.
         if i % 256 == 255 {
-            state.write_back_excess(MAX_DIRTY_AT_BARRIER).expect("write back");
+            state.write_back_excess(MAX_DIRTY).expect("write back");
         }
     }
     // At a barrier a keyed worker first writes its dirty entries back, then

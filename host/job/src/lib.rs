@@ -103,6 +103,9 @@ pub struct Checkpoints {
     pub retain: usize,
     /// Checkpoints that may fail in a row before the job fails.
     pub tolerable_failures: u32,
+    /// Dirty state entries a keyed worker keeps between batches before it
+    /// writes the oldest back early (`None`: only at barriers).
+    pub max_dirty_entries: Option<usize>,
 }
 
 /// The keyed stage: windows and processors over keyed sources.
@@ -575,6 +578,7 @@ impl Job {
                     interval,
                     retain,
                     tolerable_failures: spec.checkpoints.tolerable_failures.unwrap_or(3),
+                    max_dirty_entries: spec.checkpoints.max_dirty_entries,
                 })
             }
             _ => None,

@@ -83,6 +83,11 @@ pub struct CheckpointSpec {
     /// Checkpoints that may fail in a row before the job fails (default 3).
     #[serde(default)]
     pub tolerable_failures: Option<u32>,
+    /// Dirty state entries a keyed worker keeps between batches; more are
+    /// written to RocksDB early, bounding the pause at a barrier (default:
+    /// none written early).
+    #[serde(default)]
+    pub max_dirty_entries: Option<usize>,
 }
 
 /// Watermark settings.

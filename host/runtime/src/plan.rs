@@ -242,6 +242,7 @@ pub(crate) fn prepare(
                     dead_letters: DeadLetters::new(dlq.clone(), metrics.clone()),
                     metrics: metrics.clone(),
                     keep_state,
+                    max_dirty: job.checkpoints.as_ref().and_then(|c| c.max_dirty_entries),
                     workers: n_keyed,
                     link: checkpointing.then(|| {
                         let (go_tx, go_rx) = crossbeam_channel::unbounded();

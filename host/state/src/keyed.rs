@@ -109,11 +109,6 @@ pub struct CacheStats {
     pub writes: u64,
 }
 
-/// With checkpoints, the most dirty entries a keyed worker keeps between
-/// batches ([`KeyedState::write_back_excess`]): a barrier's write-back,
-/// which pauses processing, is bounded by it (about 2.5 µs an entry).
-pub const MAX_DIRTY_AT_BARRIER: usize = 8192;
-
 /// Evicted dirty entries are written to RocksDB in batches of this many.
 const PENDING_BATCH: usize = 4096;
 

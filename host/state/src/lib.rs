@@ -14,7 +14,7 @@ mod timers;
 
 pub use codec::Data;
 pub use db::{Census, StateDb};
-pub use keyed::{CacheStats, KeyedState, Kind, MAX_DIRTY_AT_BARRIER, StateDecl};
+pub use keyed::{CacheStats, KeyedState, Kind, StateDecl};
 pub use timers::{Domain, Fired, Timers};
 
 use std::path::PathBuf;

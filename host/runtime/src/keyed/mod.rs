@@ -130,6 +130,9 @@ pub(crate) struct KeyedWorker {
     pub metrics: Arc<Metrics>,
     /// Keep the state on disk, compacted, at the end.
     pub keep_state: bool,
+    /// With checkpoints: dirty entries kept between batches before the
+    /// oldest are written back early (bounds a barrier's pause).
+    pub max_dirty: Option<usize>,
     /// Keyed workers in the job.
     pub workers: usize,
     /// With checkpoints: the coordinator.
@@ -468,13 +471,13 @@ impl KeyedWorker {
                 procs[p].process(&self.core, input, batch, &accepted, source, wm, outputs, dl)?;
             }
         }
-        if self.link.is_some() {
-            // With checkpoints, dirty entries go to RocksDB a few at a time
-            // between batches, so that a barrier finds at most this many
-            // left to write while processing waits.
+        if let Some(max) = self.max_dirty {
+            // Dirty entries go to RocksDB a few at a time between batches,
+            // so that a barrier finds at most `max` left to write while
+            // processing waits.
             self.lock()?
                 .state
-                .write_back_excess(wafer_state::MAX_DIRTY_AT_BARRIER)
+                .write_back_excess(max)
                 .map_err(core::state_error)?;
         }
         Ok(())
