@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use wafer_row::{BatchBuf, Schema, Validator};
 use wasmtime::Store;
-use wasmtime::component::{ComponentType, Func, Lower};
+use wasmtime::component::Func;
 
 use crate::bindings::deserializer::Deserializer as Bindings;
 use crate::convert::{failure_from_wit, schema_from_wit};
 use crate::engine::{LoadedComponent, Pre};
 use crate::host::{GuestTelemetry, HostState};
-use crate::stage::{Isolated, Role};
+use crate::stage::{FlatRef, Isolated, Role, export_func};
 use crate::{ComponentSlot, FailKind, Failure, Limits, LoadError, WasmRuntime};
 
 /// The rows of one batch.
@@ -33,16 +33,6 @@ pub(crate) struct DeserBindings {
     deserialize: Func,
 }
 
-/// `types.payloads`, borrowed: lowered straight from the caller's buffers.
-#[derive(ComponentType, Lower)]
-#[component(record)]
-struct PayloadsRef<'a> {
-    #[component(name = "data")]
-    data: &'a [u8],
-    #[component(name = "ends")]
-    ends: &'a [u32],
-}
-
 impl Role for Deser {
     type Bindings = DeserBindings;
     type Setup = Schema;
@@ -53,17 +43,9 @@ impl Role for Deser {
             return Err(wasmtime::format_err!("not a deserializer"));
         };
         let instance = p.instance_pre().instantiate(&mut *store)?;
-        let bindings = Bindings::new(&mut *store, &instance)?;
-        let iface = instance
-            .get_export_index(&mut *store, None, "wafer:udf/deserialize@0.1.0")
-            .ok_or_else(|| wasmtime::format_err!("no `wafer:udf/deserialize` export"))?;
-        let func = instance
-            .get_export_index(&mut *store, Some(&iface), "deserialize")
-            .and_then(|i| instance.get_func(&mut *store, i))
-            .ok_or_else(|| wasmtime::format_err!("no `deserialize` function"))?;
         Ok(DeserBindings {
-            bindings,
-            deserialize: func,
+            bindings: Bindings::new(&mut *store, &instance)?,
+            deserialize: export_func(&instance, store, "wafer:udf/deserialize@0.1.0", "deserialize")?,
         })
     }
 
@@ -86,8 +68,8 @@ fn call(b: &DeserBindings, store: &mut Store<HostState>, data: &[u8], ends: &[u3
     // The typed view is checked against the component's type on each call
     // (a few comparisons); in exchange the batch is lowered into the guest
     // straight from the source's buffer, without an owned copy first.
-    let f = b.deserialize.typed::<(PayloadsRef<'_>,), (Raw,)>(&*store)?;
-    let (raw,) = f.call(store, (PayloadsRef { data, ends },))?;
+    let f = b.deserialize.typed::<(FlatRef<'_>,), (Raw,)>(&*store)?;
+    let (raw,) = f.call(store, (FlatRef { data, ends },))?;
     Ok(raw)
 }
 

@@ -6,17 +6,18 @@ use std::sync::Arc;
 
 use wafer_row::{BatchBuf, Schema, Validator};
 use wasmtime::Store;
+use wasmtime::component::{ComponentType, Func, Lower};
 
 use crate::bindings::co_processor::CoProcessor;
 use crate::bindings::co_processor::exports::wafer::udf::co_process::Input;
 use crate::bindings::processing as p;
 use crate::bindings::processor::Processor;
-use crate::bindings::types::{Payloads, Rows};
+use crate::bindings::types::Payloads;
 use crate::bindings::{state, timers};
 use crate::convert::{failure_from_wit, schema_from_wit, schema_to_wit};
 use crate::engine::{LoadedComponent, Pre};
 use crate::host::{GuestTelemetry, HostState};
-use crate::stage::{Isolated, Role};
+use crate::stage::{FlatRef, Isolated, Role, export_func};
 use crate::{CallError, ComponentSlot, Failure, Limits, LoadError, WasmRuntime};
 
 /// The kind of a piece of processor state.
@@ -332,8 +333,21 @@ pub struct ProcInputs {
 }
 
 pub(crate) enum ProcBindings {
-    One(Processor),
-    Co(CoProcessor),
+    /// With the `process` export, for calls that lend the batch.
+    One(Processor, Func),
+    Co(CoProcessor, Func),
+}
+
+/// `processing.keyed-rows`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct KeyedRowsRef<'a> {
+    #[component(name = "rows")]
+    rows: FlatRef<'a>,
+    #[component(name = "keys")]
+    keys: FlatRef<'a>,
+    #[component(name = "group-ends")]
+    group_ends: &'a [u32],
 }
 
 struct ProcRole;
@@ -345,8 +359,20 @@ impl Role for ProcRole {
 
     fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<ProcBindings> {
         match pre {
-            Pre::Processor(p) => p.instantiate(store).map(ProcBindings::One),
-            Pre::CoProcessor(p) => p.instantiate(store).map(ProcBindings::Co),
+            Pre::Processor(p) => {
+                let instance = p.instance_pre().instantiate(&mut *store)?;
+                Ok(ProcBindings::One(
+                    Processor::new(&mut *store, &instance)?,
+                    export_func(&instance, store, "wafer:udf/process@0.1.0", "process")?,
+                ))
+            }
+            Pre::CoProcessor(p) => {
+                let instance = p.instance_pre().instantiate(&mut *store)?;
+                Ok(ProcBindings::Co(
+                    CoProcessor::new(&mut *store, &instance)?,
+                    export_func(&instance, store, "wafer:udf/co-process@0.1.0", "process")?,
+                ))
+            }
             _ => Err(wasmtime::format_err!("not a processor")),
         }
     }
@@ -359,17 +385,17 @@ impl Role for ProcRole {
     ) -> wasmtime::Result<Result<ProcessorSpec, String>> {
         let key = schema_to_wit(&input.key);
         let spec = match (b, input.inputs.as_slice()) {
-            (ProcBindings::One(b), [(_, schema)]) => {
+            (ProcBindings::One(b, _), [(_, schema)]) => {
                 b.wafer_udf_process()
                     .call_init(store, config, &schema_to_wit(schema), &key)?
             }
-            (ProcBindings::One(_), inputs) => {
+            (ProcBindings::One(..), inputs) => {
                 return Ok(Err(format!(
                     "a processor takes one input, not {}; use a co-processor for several",
                     inputs.len()
                 )));
             }
-            (ProcBindings::Co(b), inputs) => {
+            (ProcBindings::Co(b, _), inputs) => {
                 let inputs: Vec<Input> = inputs
                     .iter()
                     .map(|(name, schema)| Input {
@@ -519,23 +545,32 @@ impl ProcessorStage {
         batch: KeyedBatch<'_>,
         keyed: &mut Option<Box<dyn KeyedBackend>>,
     ) -> Result<ProcOutput, CallError> {
-        let wit = p::KeyedRows {
-            rows: Rows {
-                data: batch.rows.to_vec(),
-                ends: batch.row_ends.to_vec(),
+        let wit = KeyedRowsRef {
+            rows: FlatRef {
+                data: batch.rows,
+                ends: batch.row_ends,
             },
-            keys: payloads(batch.keys, batch.key_ends),
-            group_ends: batch.group_ends.to_vec(),
+            keys: FlatRef {
+                data: batch.keys,
+                ends: batch.key_ends,
+            },
+            group_ends: batch.group_ends,
         };
         let n = batch.row_ends.len();
         let raw = self.guest.call(|b, store| {
             store.data_mut().keyed = keyed.take();
+            // Typed views checked per call (a few comparisons), so that the
+            // batch is lowered from the caller's buffers.
             let r = match b {
-                ProcBindings::One(b) => b.wafer_udf_process().call_process(&mut *store, &wit),
-                ProcBindings::Co(b) => b.wafer_udf_co_process().call_process(&mut *store, input, &wit),
+                ProcBindings::One(_, f) => f
+                    .typed::<(KeyedRowsRef<'_>,), (p::Output,)>(&*store)
+                    .and_then(|f| f.call(&mut *store, (wit,))),
+                ProcBindings::Co(_, f) => f
+                    .typed::<(u32, KeyedRowsRef<'_>), (p::Output,)>(&*store)
+                    .and_then(|f| f.call(&mut *store, (input, wit))),
             };
             *keyed = store.data_mut().keyed.take();
-            r
+            r.map(|(out,)| out)
         })?;
         Ok(self.accept(raw, n))
     }
@@ -561,8 +596,8 @@ impl ProcessorStage {
         let raw = self.guest.call(|b, store| {
             store.data_mut().keyed = keyed.take();
             let r = match b {
-                ProcBindings::One(b) => b.wafer_udf_process().call_on_timer(&mut *store, &wit),
-                ProcBindings::Co(b) => b.wafer_udf_co_process().call_on_timer(&mut *store, &wit),
+                ProcBindings::One(b, _) => b.wafer_udf_process().call_on_timer(&mut *store, &wit),
+                ProcBindings::Co(b, _) => b.wafer_udf_co_process().call_on_timer(&mut *store, &wit),
             };
             *keyed = store.data_mut().keyed.take();
             r

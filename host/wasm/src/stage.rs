@@ -154,6 +154,36 @@ impl<R: Role> Isolated<R> {
     }
 }
 
+/// Function `name` of the exported interface `iface` of an instance, for
+/// typed calls whose parameters borrow the caller's buffers (the generated
+/// bindings take owned records, which would mean copying a batch once more
+/// before it is copied into the guest).
+pub(crate) fn export_func(
+    instance: &wasmtime::component::Instance,
+    store: &mut Store<HostState>,
+    iface: &str,
+    name: &str,
+) -> wasmtime::Result<wasmtime::component::Func> {
+    let i = instance
+        .get_export_index(&mut *store, None, iface)
+        .ok_or_else(|| wasmtime::format_err!("no `{iface}` export"))?;
+    instance
+        .get_export_index(&mut *store, Some(&i), name)
+        .and_then(|f| instance.get_func(&mut *store, f))
+        .ok_or_else(|| wasmtime::format_err!("no `{name}` function in `{iface}`"))
+}
+
+/// `types.payloads` and `types.rows`, borrowed: lowered straight from the
+/// caller's buffers.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub(crate) struct FlatRef<'a> {
+    #[component(name = "data")]
+    pub data: &'a [u8],
+    #[component(name = "ends")]
+    pub ends: &'a [u32],
+}
+
 /// Resets per-call accounting and sets the deadline.
 fn arm(rt: &WasmRuntime, store: &mut Store<HostState>, limits: &Limits) {
     store.data_mut().limiter.hit = false;
