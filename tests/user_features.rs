@@ -186,32 +186,26 @@ fn a_trapping_processor_call_is_rolled_back_and_only_its_record_dead_lettered() 
     std::fs::write(&job, job_text).unwrap();
     s.run_ok(&job, &[]);
     let probe = s.output("out", "probe");
-    let prev = |user: &str| -> Vec<i64> {
+    // Field `field` of the user's probe rows, in order.
+    let of = |user: &str, field: &str| -> Vec<i64> {
         probe
             .iter()
             .filter(|r| r["user_id"] == user)
-            .map(|r| r["prev_count"].as_i64().unwrap())
+            .map(|r| r[field].as_i64().unwrap())
             .collect()
     };
     assert_eq!(
-        prev("a"),
+        of("a", "prev_count"),
         vec![0, 1, 2, 3, 4],
         "the trapped record is never counted"
     );
-    assert_eq!(prev("b"), vec![0, 1, 2, 3, 4, 5]);
-    let trail = |user: &str| -> Vec<i64> {
-        probe
-            .iter()
-            .filter(|r| r["user_id"] == user)
-            .map(|r| r["trail_len"].as_i64().unwrap())
-            .collect()
-    };
+    assert_eq!(of("b", "prev_count"), vec![0, 1, 2, 3, 4, 5]);
     assert_eq!(
-        trail("a"),
+        of("a", "trail_len"),
         vec![0, 1, 2, 3, 4],
         "the trapped record's list append is rolled back"
     );
-    assert_eq!(trail("b"), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(of("b", "trail_len"), vec![0, 1, 2, 3, 4, 5]);
     let dlq = s.output("out", "dlq");
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0]["reason"], "trap");

@@ -478,6 +478,9 @@ impl KafkaReader {
         // thousands of messages a second it showed in profiles.
         let now = Instant::now();
         let deadline = now + linger;
+        // With one topic the partition number identifies a message's
+        // partition; the topic's name costs a C string check per message.
+        let one_topic = self.settings.topics.len() == 1;
         let mut n = 0;
         while n < max {
             if self.ends.as_ref().is_some_and(HashMap::is_empty) {
@@ -499,9 +502,6 @@ impl KafkaReader {
                 Ok(m) => {
                     // The partition's key, lane and name without allocating:
                     // a linear scan of the few partitions seen.
-                    // (With one topic the partition number decides; the
-                    // topic's name costs a C string check per message.)
-                    let one_topic = self.settings.topics.len() == 1;
                     let at = self
                         .recent
                         .iter()

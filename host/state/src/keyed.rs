@@ -64,8 +64,9 @@ struct Cell {
     on_disk: bool,
     /// The transaction that last logged this cell's undo entry (0: none).
     tx: u32,
-    /// The key is in the dirty list. Every dirty cached cell is queued, so
-    /// write-back visits the dirty list instead of the whole cache.
+    /// The cell's slot is in the dirty list. Every dirty cached cell is
+    /// queued, so write-back visits the dirty list instead of the whole
+    /// cache.
     queued: bool,
 }
 

@@ -29,7 +29,7 @@ pub use filter::{FilterStage, Verdicts};
 pub use host::{Grants, GuestTelemetry, NoTelemetry};
 pub use processor::{
     KeyedBackend, KeyedBatch, OutputSpec, ProcInputs, ProcOutput, ProcessorSpec, ProcessorStage, StateKind,
-    StateSpec, TimeDomain, TimerBatch, TimerChange, ValueBatch, check_writes,
+    StateSpec, TimeDomain, TimerBatch, TimerChange, check_writes,
 };
 pub use slot::ComponentSlot;
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use wafer_row::{BatchBuf, Schema, Validator};
+use wafer_row::{BatchBuf, Schema, Validator, ValueBatch};
 use wasmtime::Store;
 use wasmtime::component::{ComponentType, Func, Lower};
 
@@ -69,52 +69,6 @@ pub struct ProcessorSpec {
     pub states: Vec<StateSpec>,
     /// Its outputs.
     pub outputs: Vec<OutputSpec>,
-}
-
-/// Values of a value state, one per key of a call: value `i` is
-/// `data[ends[i-1]..ends[i]]` when `present[i]` is 1.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ValueBatch {
-    /// Values, back to back.
-    pub data: Vec<u8>,
-    /// End of each value.
-    pub ends: Vec<u32>,
-    /// 1 where the key has a value, 0 where it has none.
-    pub present: Vec<u8>,
-}
-
-impl ValueBatch {
-    /// Appends a value (`None`: absent).
-    pub fn push(&mut self, value: Option<&[u8]>) {
-        if let Some(v) = value {
-            self.data.extend_from_slice(v);
-        }
-        self.ends.push(self.data.len() as u32);
-        self.present.push(u8::from(value.is_some()));
-    }
-
-    /// Value `i`: `None` if out of range or absent.
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
-        if *self.present.get(i)? == 0 {
-            return None;
-        }
-        let start = if i == 0 {
-            0
-        } else {
-            *self.ends.get(i - 1)? as usize
-        };
-        self.data.get(start..*self.ends.get(i)? as usize)
-    }
-
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Whether it holds no value.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
 }
 
 /// A timer set or removed, for [`KeyedBackend::timer_change_all`].

@@ -711,6 +711,58 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// Values of a piece of state, one per key of a call: like a [`BatchBuf`],
+/// with a presence flag each. Value `i` is `data[ends[i-1]..ends[i]]` when
+/// `present[i]` is 1, and absent when it is 0 (`state.values` in WIT; the
+/// host and the SDKs share it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueBatch {
+    /// Values, back to back.
+    pub data: Vec<u8>,
+    /// End of each value.
+    pub ends: Vec<u32>,
+    /// 1 where the key has a value, 0 where it has none.
+    pub present: Vec<u8>,
+}
+
+impl ValueBatch {
+    /// Appends a value written by `encode` (`None`: absent); returns its
+    /// index.
+    pub fn push_with(&mut self, encode: Option<impl FnOnce(&mut Vec<u8>)>) -> u32 {
+        let present = encode.is_some();
+        if let Some(encode) = encode {
+            encode(&mut self.data);
+        }
+        self.ends.push(self.data.len() as u32);
+        self.present.push(u8::from(present));
+        (self.ends.len() - 1) as u32
+    }
+
+    /// Appends a value (`None`: absent); returns its index.
+    pub fn push(&mut self, value: Option<&[u8]>) -> u32 {
+        self.push_with(value.map(|v| move |out: &mut Vec<u8>| out.extend_from_slice(v)))
+    }
+
+    /// Value `i`: `None` if out of range, absent, or its offsets are
+    /// inconsistent.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        if *self.present.get(i)? == 0 {
+            return None;
+        }
+        Batch::new(&self.data, &self.ends).get(i)
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
 /// A growable batch of records in one buffer, the owning side of [`Batch`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchBuf {

@@ -12,6 +12,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
+#[doc(hidden)]
+pub use wafer_row::ValueBatch;
 use wafer_row::{Row, RowWriter, Schema};
 
 use crate::__private::proc_host;
@@ -279,41 +281,6 @@ pub struct Emitted {
     pub outputs: Vec<u32>,
 }
 
-/// Values of a value state, one per key of a call (`state.values` in WIT).
-#[doc(hidden)]
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ValueBatch {
-    pub data: Vec<u8>,
-    pub ends: Vec<u32>,
-    pub present: Vec<u8>,
-}
-
-impl ValueBatch {
-    /// Appends a value written by `encode` (absent: `None`); returns its
-    /// index.
-    fn push(&mut self, encode: Option<impl FnOnce(&mut Vec<u8>)>) -> u32 {
-        let present = encode.is_some();
-        if let Some(encode) = encode {
-            encode(&mut self.data);
-        }
-        self.ends.push(self.data.len() as u32);
-        self.present.push(u8::from(present));
-        (self.ends.len() - 1) as u32
-    }
-
-    fn get(&self, i: usize) -> Option<&[u8]> {
-        if *self.present.get(i)? == 0 {
-            return None;
-        }
-        let start = if i == 0 {
-            0
-        } else {
-            *self.ends.get(i - 1)? as usize
-        };
-        self.data.get(start..*self.ends.get(i)? as usize)
-    }
-}
-
 /// Value-state writes of a call (`state.value-writes` in WIT).
 #[doc(hidden)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -417,7 +384,7 @@ impl CallState {
 
     fn write(&mut self, state: u32, key: u32, encode: Option<impl FnOnce(&mut Vec<u8>)>) {
         let key = self.canon(key);
-        let w = self.writes.values.push(encode);
+        let w = self.writes.values.push_with(encode);
         self.writes.states.push(state);
         self.writes.keys.push(key);
         if let Some(slot) = self
@@ -729,7 +696,7 @@ mod tests {
                 let keys = KEYS.with(|k| k.borrow().clone());
                 for k in keys {
                     let v = STORE.with(|s| s.borrow().get(&(state, k)).cloned());
-                    out.push(v.map(|v| move |o: &mut Vec<u8>| o.extend_from_slice(&v)));
+                    out.push(v.as_deref());
                 }
                 out
             },

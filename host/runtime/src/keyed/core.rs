@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use wafer_row::Batch;
+use wafer_row::ValueBatch;
 use wafer_state::{Domain, KeyedState, StateDb, StateError, Timers};
-use wafer_wasm::{KeyedBackend, TimeDomain, TimerChange, ValueBatch, check_writes};
+use wafer_wasm::{KeyedBackend, TimeDomain, TimerChange, check_writes};
 
 use crate::RuntimeError;
 
