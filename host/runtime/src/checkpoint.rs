@@ -9,10 +9,12 @@
 //! keyed worker *aligns*: having seen barrier `n` from every sender of a
 //! source, it stops taking that source's chunks until it has seen `n` from
 //! every source (ended ones count as passed). Then everything before the
-//! cut and nothing after it is in its state: it writes its dirty state and
-//! timers to RocksDB, reports its watermarks, tells its outputs, and waits
-//! for the coordinator, which takes one RocksDB checkpoint (hard links) once
-//! every keyed worker is there and lets them all go. Outputs end the epoch
+//! cut and nothing after it is in its state: it freezes its dirty state and
+//! timer changes (`wafer_state::freeze`), reports them with its watermarks,
+//! tells its outputs, and goes on processing, holding its own writes to
+//! RocksDB back. Once every keyed worker has reported, the coordinator writes
+//! the frozen sets, takes one RocksDB checkpoint (hard links) and lets the
+//! workers write again. Processing pauses only to freeze. Outputs end the epoch
 //! once every producer has passed the barrier (`wafer_connectors::EpochGate`)
 //! and report their file lengths. With every part in, the coordinator
 //! uploads the new state files and writes the manifest: the checkpoint is
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use wafer_checkpoint::manifest::{
     self, FileCursor, KeyedWorker, LaneMark, Manifest, Output, PartitionOffset, SourceState, WorkerWatermarks,
 };
@@ -38,7 +40,7 @@ use wafer_checkpoint::{CheckpointStore, Kind};
 use wafer_connectors::SinkCut;
 use wafer_connectors::file_source::FilePosition;
 use wafer_metrics::CheckpointMetrics;
-use wafer_state::StateDb;
+use wafer_state::{Frozen, StateDb};
 
 use crate::RuntimeError;
 
@@ -119,6 +121,10 @@ pub(crate) enum Report {
         worker: usize,
         id: u64,
         cut: KeyedCut,
+        /// The worker's writes as of the barrier, for the snapshot.
+        frozen: Option<Arc<Frozen>>,
+        /// How long the worker stopped processing for this barrier.
+        paused: Duration,
     },
     Sink(SinkCut),
     /// The job is over: finish what can be finished and stop.
@@ -133,14 +139,38 @@ pub(crate) struct KeyedLink {
 }
 
 impl KeyedLink {
-    /// Reports the worker's cut and waits until the state snapshot is
-    /// taken. Returns how long it waited.
-    pub(crate) fn cut(&self, worker: usize, id: u64, cut: KeyedCut) -> Result<Duration, RuntimeError> {
-        let started = Instant::now();
-        let _ = self.reports.send(Report::Keyed { worker, id, cut });
+    /// Reports the worker's cut with its frozen writes; returns at once.
+    pub(crate) fn report(
+        &self,
+        worker: usize,
+        id: u64,
+        cut: KeyedCut,
+        frozen: Option<Arc<Frozen>>,
+        paused: Duration,
+    ) {
+        let _ = self.reports.send(Report::Keyed {
+            worker,
+            id,
+            cut,
+            frozen,
+            paused,
+        });
+    }
+
+    /// Whether the snapshot of checkpoint `id` is taken (or abandoned, or
+    /// the coordinator gone), waiting for it if `wait`.
+    pub(crate) fn snapshot_done(&self, id: u64, wait: bool) -> Result<bool, RuntimeError> {
         loop {
-            match self.go.recv_timeout(Duration::from_millis(100)) {
-                Ok(n) if n >= id => return Ok(started.elapsed()),
+            let got = if wait {
+                self.go.recv_timeout(Duration::from_millis(100))
+            } else {
+                self.go.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            };
+            match got {
+                Ok(n) if n >= id => return Ok(true),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     if self.control.failed() {
@@ -148,8 +178,11 @@ impl KeyedLink {
                             "the job failed while a checkpoint was being taken".into(),
                         ));
                     }
+                    if !wait {
+                        return Ok(false);
+                    }
                 }
-                Err(RecvTimeoutError::Disconnected) => return Ok(started.elapsed()),
+                Err(RecvTimeoutError::Disconnected) => return Ok(true),
             }
         }
     }
@@ -201,6 +234,9 @@ struct Pending {
     sources: Vec<Option<SourcePos>>,
     deser: Vec<Vec<Option<Vec<(u32, Option<i64>, bool)>>>>,
     keyed: Vec<Option<KeyedCut>>,
+    /// The keyed workers' writes as of the barrier, applied before the
+    /// snapshot.
+    frozen: Vec<Arc<Frozen>>,
     /// The RocksDB checkpoint, once every keyed worker reported.
     db_dir: Option<PathBuf>,
     pause: Duration,
@@ -250,22 +286,26 @@ pub(crate) fn run_coordinator(mut s: CoordinatorSetup) -> Result<(), RuntimeErro
         }
 
         if let Some(p) = pending.as_mut() {
-            // Every keyed worker is at the barrier: snapshot the state and
-            // let them go.
+            // Every keyed worker is at the barrier: write what they froze
+            // there, snapshot the state and let them write again. They
+            // went on processing meanwhile.
             if p.db_dir.is_none() && p.keyed.iter().all(Option::is_some) {
                 let snap_started = Instant::now();
                 let snap = tmp_root.join(p.id.to_string());
                 let dir = snap.join("db");
                 let result = match &s.db {
-                    Some(db) => std::fs::create_dir_all(&snap)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| db.checkpoint(&dir).map_err(|e| e.to_string())),
+                    Some(db) => snapshot(db, &p.frozen, &snap, &dir),
                     None => Ok(()),
                 };
                 for go in &s.keyed_go {
                     let _ = go.send(p.id);
                 }
-                p.pause = snap_started.elapsed();
+                p.frozen.clear();
+                tracing::debug!(
+                    id = p.id,
+                    ms = snap_started.elapsed().as_millis() as u64,
+                    "state snapshot taken"
+                );
                 match result {
                     Ok(()) => p.db_dir = Some(dir),
                     Err(e) => {
@@ -339,6 +379,7 @@ pub(crate) fn run_coordinator(mut s: CoordinatorSetup) -> Result<(), RuntimeErro
                     sources: vec![None; s.sources.len()],
                     deser: s.sources.iter().map(|m| vec![None; m.workers]).collect(),
                     keyed: vec![None; s.keyed_go.len()],
+                    frozen: Vec::new(),
                     db_dir: None,
                     pause: Duration::ZERO,
                     sinks: s.outputs.iter().map(|o| (o.clone(), None)).collect(),
@@ -347,6 +388,16 @@ pub(crate) fn run_coordinator(mut s: CoordinatorSetup) -> Result<(), RuntimeErro
             }
         }
     }
+}
+
+/// Writes the keyed workers' frozen writes and checkpoints RocksDB into
+/// `dir` (inside `snap`).
+fn snapshot(db: &StateDb, frozen: &[Arc<Frozen>], snap: &Path, dir: &Path) -> Result<(), String> {
+    for f in frozen {
+        f.apply(db).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(snap).map_err(|e| e.to_string())?;
+    db.checkpoint(dir).map_err(|e| e.to_string())
 }
 
 /// Hands a report to the pending checkpoint; a keyed worker reporting for
@@ -388,10 +439,18 @@ fn take(p: &mut Pending, r: Report) {
                 *x = Some(lanes);
             }
         }
-        Report::Keyed { worker, id, cut } if id == p.id => {
+        Report::Keyed {
+            worker,
+            id,
+            cut,
+            frozen,
+            paused,
+        } if id == p.id => {
             if let Some(x) = p.keyed.get_mut(worker) {
                 *x = Some(cut);
             }
+            p.frozen.extend(frozen);
+            p.pause = p.pause.max(paused);
         }
         Report::Sink(c) if c.barrier == p.id => {
             p.sinks.insert(c.output.clone(), c.file_length);

@@ -255,6 +255,8 @@ pub(crate) fn prepare(
                     }),
                     control: control.clone(),
                     restore: cuts.next().flatten(),
+                    freezing: None,
+                    snapshot_pending: None,
                 },
                 rx,
             ));

@@ -91,7 +91,14 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 /// Encodes a value with its expiry.
 pub fn encode(data: &Data, expiry: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
+    // Sized up front: growing the buffer as it fills cost more than the
+    // copying when a barrier encodes every dirty entry.
+    let size = 9 + match data {
+        Data::Value(v) => v.len(),
+        Data::List(items) => 4 + items.iter().map(|i| 4 + i.len()).sum::<usize>(),
+        Data::Map(m) => 4 + m.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>(),
+    };
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&expiry.to_le_bytes());
     match data {
         Data::Value(v) => {

@@ -21,13 +21,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use foldhash::fast::RandomState;
 use wafer_core::key::key_group;
 
 use crate::StateError;
 use crate::cache::ClockCache;
 use crate::codec::{Data, NO_EXPIRY, decode, encode, state_key};
 use crate::db::{CF_STATE, StateDb};
+use crate::frozen::{Frozen, Writes};
+use crate::timers::Timers;
 
 /// The kind of a piece of state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +65,12 @@ struct Cell {
     on_disk: bool,
     /// The transaction that last logged this cell's undo entry (0: none).
     tx: u32,
-    /// The cell's slot is in the dirty list. Every dirty cached cell is
-    /// queued, so write-back visits the dirty list instead of the whole
-    /// cache.
-    queued: bool,
+    /// The epoch of the dirty list the cell's slot is in (0: none). Every
+    /// dirty cached cell is listed, so write-back visits the dirty list
+    /// instead of the whole cache. A checkpoint barrier starts a new epoch:
+    /// a dirty cell listed in an older one holds its value as of the
+    /// barrier, not yet captured (see [`KeyedState::begin_freeze`]).
+    listed: u32,
 }
 
 impl Cell {
@@ -83,9 +86,40 @@ impl Cell {
             dirty: false,
             on_disk: false,
             tx: 0,
-            queued: false,
+            listed: 0,
         }
     }
+
+    /// What RocksDB is to store for it when written back with the
+    /// watermark at `wm` (`None`: a delete).
+    fn stored(&self, wm: i64) -> Option<Vec<u8>> {
+        match &self.data {
+            Some(d) if self.expiry == NO_EXPIRY || self.expiry > wm => Some(encode(d, self.expiry)),
+            _ => None,
+        }
+    }
+}
+
+/// A freeze under way: the barrier's dirty entries are captured a slice at
+/// a time between batches.
+struct Capture {
+    /// Slots of the cells dirty at the barrier (the dirty list as it was).
+    list: VecDeque<u32>,
+    /// Captured so far, starting with the writes pending at the barrier.
+    writes: Writes,
+    timers: Vec<(Vec<u8>, bool)>,
+    /// The watermark at the barrier (what expiry is judged against).
+    watermark: i64,
+}
+
+/// Captures a cell's value as of the barrier into the freeze under way; the
+/// cell is clean from then on (RocksDB will have that value).
+fn capture(c: &mut Capture, key: &[u8], cell: &mut Cell) {
+    let stored = cell.stored(c.watermark);
+    cell.on_disk = stored.is_some();
+    cell.dirty = false;
+    cell.listed = 0;
+    c.writes.insert(key.to_vec(), stored);
 }
 
 /// The open transaction: its number and the cells as they were before it
@@ -120,7 +154,17 @@ pub struct KeyedState {
     // keys come from the job's own key groups (no flooding to defend from
     // beyond foldhash's per-process seed).
     cache: ClockCache<Cell>,
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>, RandomState>,
+    pending: Writes,
+    /// The writes handed over at the last checkpoint barrier, until the
+    /// snapshot is taken: read before RocksDB, and while set this worker's
+    /// own writes wait in `pending` (see `frozen`).
+    held: Option<Arc<Frozen>>,
+    /// A freeze under way (before `held`).
+    capture: Option<Capture>,
+    /// The current dirty list's epoch; a barrier starts the next.
+    epoch: u32,
+    /// Pending writes go to RocksDB in batches of this many.
+    batch: usize,
     /// Slots of cells made dirty, oldest first. Every dirty cached cell's
     /// current slot is listed; a listed slot may since hold a clean cell or
     /// another key's (each visit checks the cell it finds).
@@ -149,6 +193,10 @@ impl KeyedState {
             db,
             cache: ClockCache::new(cache_entries),
             pending: HashMap::default(),
+            held: None,
+            capture: None,
+            epoch: 1,
+            batch: PENDING_BATCH,
             dirty: VecDeque::new(),
             tx: None,
             tx_count: 0,
@@ -268,7 +316,7 @@ impl KeyedState {
             old.tx = 0;
             match self.cache.get_or_load(&key, || Err(())) {
                 Ok(c) => {
-                    old.queued = true;
+                    old.listed = self.epoch;
                     *c.value = old;
                     self.dirty.push_back(c.slot);
                 }
@@ -282,9 +330,17 @@ impl KeyedState {
 
     /// Queues an evicted entry for RocksDB if it holds unwritten changes.
     fn evicted(&mut self, evicted: Option<(Vec<u8>, Cell)>) -> Result<(), StateError> {
-        if let Some((old_key, old)) = evicted
+        if let Some((old_key, mut old)) = evicted
             && old.dirty
         {
+            if let Some(c) = self.capture.as_mut()
+                && old.listed != self.epoch
+            {
+                // Dirty since before the barrier and untouched since: its
+                // value is the barrier's.
+                capture(c, &old_key, &mut old);
+                return Ok(());
+            }
             self.stats.evictions += 1;
             self.queue(old_key, old.encoded())?;
         }
@@ -295,7 +351,7 @@ impl KeyedState {
     /// once it holds a batch.
     fn queue(&mut self, key: Vec<u8>, encoded: Option<Vec<u8>>) -> Result<(), StateError> {
         self.pending.insert(key, encoded);
-        if self.pending.len() >= PENDING_BATCH {
+        if self.pending.len() >= self.batch && !self.holding() {
             self.write_pending()?;
         }
         Ok(())
@@ -362,10 +418,12 @@ impl KeyedState {
             Some(ttl) => self.stream_time.saturating_add(ttl),
             None => NO_EXPIRY,
         };
-        let (pending, db) = (&self.pending, &self.db);
+        let (pending, capture_, held, db) = (&self.pending, &self.capture, &self.held, &self.db);
         let scratch = &self.scratch;
         let loaded = self.cache.get_or_load(scratch, || {
-            let raw = match pending.get(scratch) {
+            let captured = || capture_.as_ref().and_then(|c| c.writes.get(scratch));
+            let frozen = || held.as_ref().and_then(|f| f.get(scratch));
+            let raw = match pending.get(scratch).or_else(captured).or_else(frozen) {
                 Some(v) => v.clone(),
                 None => db.get(CF_STATE, scratch)?,
             };
@@ -376,12 +434,20 @@ impl KeyedState {
                     dirty: false,
                     on_disk: true,
                     tx: 0,
-                    queued: false,
+                    listed: 0,
                 },
                 None => Cell::absent(),
             })
         })?;
         let (cell, slot, evicted, hit) = (loaded.value, loaded.slot, loaded.evicted, loaded.hit);
+        if let Some(c) = self.capture.as_mut()
+            && cell.dirty
+            && cell.listed != self.epoch
+        {
+            // First touch since the barrier of an entry dirty at it: its
+            // value as of the barrier is captured before anything changes it.
+            capture(c, &self.scratch, cell);
+        }
         let mut expired = 0;
         if cell.data.is_some() && cell.expiry != NO_EXPIRY && cell.expiry <= wm {
             // Expired: invisible, and deleted on write-back. (Not undone by
@@ -390,7 +456,7 @@ impl KeyedState {
             cell.dirty = true;
             expired = -1;
         }
-        let newly_dirty = (write || expired != 0) && !cell.queued;
+        let newly_dirty = (write || expired != 0) && cell.listed != self.epoch;
         let before = isize::from(cell.data.is_some());
         if write
             && let Some(tx) = self.tx.as_mut()
@@ -405,7 +471,7 @@ impl KeyedState {
             cell.expiry = expiry;
         }
         if newly_dirty {
-            cell.queued = true;
+            cell.listed = self.epoch;
         }
         let delta = isize::from(cell.data.is_some()) - before;
         let cleared = write && cell.data.is_none();
@@ -429,6 +495,15 @@ impl KeyedState {
             // a write, so that slot is in the dirty list and the entry moving
             // in is visited through it.
             self.cache.remove(&self.scratch);
+            // The entry that moved into the slot may be one a freeze has
+            // yet to capture, listed under its old slot.
+            if let Some(c) = self.capture.as_mut()
+                && let Some((_, moved)) = self.cache.slot_mut(slot)
+                && moved.dirty
+                && moved.listed != self.epoch
+            {
+                c.list.push_back(slot);
+            }
             if on_disk {
                 self.queue(self.scratch.clone(), None)?;
             }
@@ -613,6 +688,9 @@ impl KeyedState {
     /// Writes every dirty entry (cached or pending) to RocksDB. Entries stay
     /// cached.
     pub fn flush(&mut self) -> Result<(), StateError> {
+        if self.holding() {
+            return Err(StateError::Order("flush while writes are held for a snapshot"));
+        }
         self.write_back(0);
         #[cfg(debug_assertions)]
         for (k, cell) in self.cache.iter_mut() {
@@ -628,7 +706,7 @@ impl KeyedState {
     /// pause) at the price of writing hot entries more often. Returns the
     /// entries written.
     pub fn write_back_excess(&mut self, keep: usize) -> Result<usize, StateError> {
-        if self.tx.is_some() || self.dirty.len() <= keep {
+        if self.tx.is_some() || self.holding() || self.dirty.len() <= keep {
             return Ok(0);
         }
         let n = self.write_back(keep / 2);
@@ -636,10 +714,108 @@ impl KeyedState {
         Ok(n)
     }
 
+    /// Starts a freeze at a checkpoint barrier (no transaction open, no
+    /// freeze or hold under way): the values of the entries dirty now, the
+    /// pending writes and `timers`' changes are to form the frozen set
+    /// ([`crate::Frozen`]). O(1) but for the timers: the dirty list becomes
+    /// the capture list and a new epoch starts. [`freeze_step`](Self::freeze_step)
+    /// captures the entries a slice at a time; an entry touched or evicted
+    /// first is captured then. Until the release this worker's writes wait
+    /// in memory and reads look in what is captured before RocksDB.
+    pub fn begin_freeze(&mut self, timers: &mut Timers) -> Result<(), StateError> {
+        if self.tx.is_some() {
+            return Err(StateError::Order("freeze inside a transaction"));
+        }
+        if self.holding() {
+            return Err(StateError::Order("freeze while the last one is under way"));
+        }
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+        self.capture = Some(Capture {
+            list: std::mem::take(&mut self.dirty),
+            writes: std::mem::take(&mut self.pending),
+            timers: timers.take_changes(),
+            watermark: self.watermark,
+        });
+        Ok(())
+    }
+
+    /// Captures up to `max` entries of the freeze under way; returns the
+    /// frozen set once every entry is captured (and holds on through it).
+    pub fn freeze_step(&mut self, max: usize) -> Option<Arc<Frozen>> {
+        let c = self.capture.as_mut()?;
+        let mut n = 0;
+        while n < max {
+            let Some(i) = c.list.pop_front() else { break };
+            if let Some((k, cell)) = self.cache.slot_mut(i)
+                && cell.dirty
+                && cell.listed != self.epoch
+            {
+                capture(c, k, cell);
+                n += 1;
+            }
+        }
+        if !c.list.is_empty() {
+            return None;
+        }
+        let c = self.capture.take()?;
+        let frozen = Arc::new(Frozen::new(c.writes, c.timers));
+        self.held = Some(frozen.clone());
+        Some(frozen)
+    }
+
+    /// Whether a freeze is under way.
+    pub fn freezing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Whether this worker's writes are held (a freeze under way or its
+    /// set not yet snapshotted).
+    fn holding(&self) -> bool {
+        self.capture.is_some() || self.held.is_some()
+    }
+
+    /// The frozen writes being held for, if any.
+    pub fn held(&self) -> Option<&Arc<Frozen>> {
+        self.held.as_ref()
+    }
+
+    /// Writes waiting because of a hold: evicted entries and deletes made
+    /// since the barrier. A worker that finds too many waits for the
+    /// snapshot and releases.
+    pub fn writes_waiting(&self) -> usize {
+        if self.holding() { self.pending.len() } else { 0 }
+    }
+
+    /// Ends the hold once the snapshot is taken (or abandoned): makes sure
+    /// the frozen writes are in RocksDB, then lets this worker write again.
+    pub fn release(&mut self) -> Result<(), StateError> {
+        if self.capture.is_some() {
+            return Err(StateError::Order("release before the freeze is complete"));
+        }
+        let Some(frozen) = self.held.take() else {
+            return Ok(());
+        };
+        if let Err(e) = frozen.apply(&self.db) {
+            self.held = Some(frozen);
+            return Err(e);
+        }
+        if self.pending.len() >= self.batch {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Sets the size of write batches (tests write small ones often).
+    #[cfg(test)]
+    pub(crate) fn set_write_batch(&mut self, n: usize) {
+        self.batch = n.max(1);
+    }
+
     /// Moves dirty entries, oldest first, into the pending writes until at
     /// most `keep` keys are listed. Entries stay cached, now clean.
     fn write_back(&mut self, keep: usize) -> usize {
         let mut written = 0;
+        self.pending.reserve(self.dirty.len().saturating_sub(keep));
         while self.dirty.len() > keep {
             let Some(i) = self.dirty.pop_front() else {
                 break;
@@ -648,19 +824,14 @@ impl KeyedState {
                 // The slot is gone (entries were removed).
                 continue;
             };
-            if !cell.queued {
+            if cell.listed != self.epoch {
                 continue;
             }
-            cell.queued = false;
+            cell.listed = 0;
             if !cell.dirty {
                 continue;
             }
-            let encoded = match &cell.data {
-                Some(d) if cell.expiry == NO_EXPIRY || cell.expiry > self.watermark => {
-                    Some(encode(d, cell.expiry))
-                }
-                _ => None,
-            };
+            let encoded = cell.stored(self.watermark);
             cell.on_disk = encoded.is_some();
             cell.dirty = false;
             self.pending.insert(k.to_vec(), encoded);
@@ -679,9 +850,12 @@ impl KeyedState {
         self.dirty.clear();
         let mut i = 0u32;
         while let Some((_, cell)) = self.cache.slot_mut(i) {
-            cell.queued = cell.dirty;
-            if cell.dirty {
-                self.dirty.push_back(i);
+            // A cell a freeze has yet to capture stays in its list.
+            if !(self.capture.is_some() && cell.dirty && cell.listed != self.epoch) {
+                cell.listed = if cell.dirty { self.epoch } else { 0 };
+                if cell.dirty {
+                    self.dirty.push_back(i);
+                }
             }
             i += 1;
         }

@@ -5,15 +5,19 @@
 //!   bounded cache written back in batches, and per-call transactions so that
 //!   a guest call that traps leaves state as it was.
 //! - [`Timers`]: a keyed worker's event-time and processing-time timers.
+//! - [`Frozen`]: a worker's writes as of a checkpoint barrier, handed over
+//!   so that the worker goes on while they are written and snapshotted.
 
 mod cache;
 pub mod codec;
 mod db;
+mod frozen;
 mod keyed;
 mod timers;
 
 pub use codec::Data;
 pub use db::{Census, StateDb};
+pub use frozen::Frozen;
 pub use keyed::{CacheStats, KeyedState, Kind, StateDecl};
 pub use timers::{Domain, Fired, Timers};
 
@@ -50,6 +54,9 @@ pub enum StateError {
         /// kind used
         used: Kind,
     },
+    /// The host called the state API out of order (a bug in the host).
+    #[error("state used out of order: {0}")]
+    Order(&'static str),
 }
 
 #[cfg(test)]

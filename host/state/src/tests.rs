@@ -359,3 +359,174 @@ fn an_abort_restoring_a_reloaded_entry_still_writes_it_back() {
     assert_eq!(t.value_get(op, 0, b"a").unwrap(), Some(b"1".to_vec()));
     assert_eq!(t.value_get(op, 0, b"b").unwrap(), None);
 }
+
+/// Value and list state of every key as RocksDB holds it.
+type Stored = (
+    std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>>,
+);
+
+fn stored(db: &StateDb) -> Stored {
+    let mut out = Stored::default();
+    db.scan(crate::db::CF_STATE, &[], |k, v| {
+        let (_, _, state, key) = crate::codec::split_state_key(k).unwrap();
+        match crate::codec::decode(v).unwrap().0 {
+            Data::Value(v) => assert!(out.0.insert(key.to_vec(), v).is_none() && state == 0),
+            Data::List(l) => assert!(out.1.insert(key.to_vec(), l).is_none() && state == 1),
+            Data::Map(_) => panic!("no map state here"),
+        }
+    })
+    .unwrap();
+    out
+}
+
+fn stored_timers(db: &std::sync::Arc<StateDb>) -> std::collections::BTreeSet<(i64, Vec<u8>)> {
+    let mut t = Timers::new(db.clone());
+    t.load(|_| true).unwrap();
+    t.pop_due(Domain::EventTime, i64::MAX, usize::MAX)
+        .into_iter()
+        .map(|f| (f.time, f.key))
+        .collect()
+}
+
+#[test]
+fn frozen_writes_snapshot_the_barrier_while_work_goes_on() {
+    // A worker starts a freeze at a barrier and goes on reading and writing
+    // (with a cache so small that most of it is evicted, and calls that
+    // abort), capturing a few entries now and then; most are captured when
+    // touched or evicted. Once the set is complete, at a random later
+    // moment the "coordinator" applies it: RocksDB must then hold exactly
+    // the state and timers as of the barrier, none of the writes made since.
+    // After the release, and at the end, RocksDB catches up with everything.
+    for cache in [1usize, 5, 64, 10_000] {
+        let (_dir, db) = db();
+        let op = db.operator_id("frozen").unwrap();
+        let mut s = KeyedState::new(db.clone(), cache);
+        // Evicted entries would reach RocksDB every 8 writes, were they not
+        // held.
+        s.set_write_batch(8);
+        let mut t = Timers::new(db.clone());
+        s.declare(op, 0, decl(Kind::Value, None));
+        s.declare(op, 1, decl(Kind::List, None));
+        let mut model = Stored::default();
+        let mut timers = std::collections::BTreeSet::new();
+        let mut x = cache as u64 + 7;
+        let step = |s: &mut KeyedState,
+                    t: &mut Timers,
+                    model: &mut Stored,
+                    timers: &mut std::collections::BTreeSet<(i64, Vec<u8>)>,
+                    x: &mut u64| {
+            let key = format!("k{}", lcg(x) % 97).into_bytes();
+            match lcg(x) % 6 {
+                0 | 1 => {
+                    let v = lcg(x).to_le_bytes().to_vec();
+                    s.value_set(op, 0, &key, v.clone()).unwrap();
+                    model.0.insert(key, v);
+                }
+                2 => {
+                    let item = vec![(lcg(x) % 250) as u8];
+                    s.list_append(op, 1, &key, item.clone()).unwrap();
+                    model.1.entry(key).or_default().push(item);
+                }
+                3 => {
+                    s.clear(op, 0, &key).unwrap();
+                    model.0.remove(&key);
+                }
+                4 => {
+                    let time = (lcg(x) % 40) as i64;
+                    if lcg(x).is_multiple_of(2) {
+                        t.register(op, &key, Domain::EventTime, time);
+                        timers.insert((time, key));
+                    } else {
+                        t.delete(op, &key, Domain::EventTime, time);
+                        timers.remove(&(time, key));
+                    }
+                }
+                _ => {
+                    assert_eq!(s.value_get(op, 0, &key).unwrap().as_ref(), model.0.get(&key));
+                    assert_eq!(
+                        s.list_get(op, 1, &key).unwrap(),
+                        model.1.get(&key).cloned().unwrap_or_default()
+                    );
+                }
+            }
+        };
+        for round in 0..30 {
+            for _ in 0..150 {
+                step(&mut s, &mut t, &mut model, &mut timers, &mut x);
+            }
+            s.begin_freeze(&mut t).unwrap();
+            assert!(
+                s.begin_freeze(&mut t).is_err(),
+                "a second freeze while one is under way"
+            );
+            assert!(s.release().is_err(), "a release before the freeze is complete");
+            let (at_barrier, timers_at_barrier) = (model.clone(), timers.clone());
+            // The "coordinator" applies the frozen set once it is complete
+            // and step `apply_at` is reached; past 300, the checkpoint failed
+            // and the release applies it.
+            let apply_at = lcg(&mut x) % 400;
+            let mut frozen = None;
+            let mut applied = false;
+            for i in 0..300 {
+                if frozen.is_none() && lcg(&mut x).is_multiple_of(3) {
+                    frozen = s.freeze_step((lcg(&mut x) % 4) as usize);
+                }
+                if let Some(f) = &frozen
+                    && i >= apply_at
+                    && !applied
+                {
+                    assert!(f.apply(&db).unwrap());
+                    assert!(!f.apply(&db).unwrap(), "applied once");
+                    assert_eq!(stored(&db), at_barrier, "cache {cache} round {round}");
+                    assert_eq!(
+                        stored_timers(&db),
+                        timers_at_barrier,
+                        "cache {cache} round {round}"
+                    );
+                    applied = true;
+                }
+                if lcg(&mut x).is_multiple_of(10) {
+                    // A call that aborts leaves no trace, held or not.
+                    s.begin();
+                    t.begin();
+                    let (mut m, mut tm) = (model.clone(), timers.clone());
+                    for _ in 0..5 {
+                        step(&mut s, &mut t, &mut m, &mut tm, &mut x);
+                    }
+                    s.abort();
+                    t.abort();
+                } else {
+                    step(&mut s, &mut t, &mut model, &mut timers, &mut x);
+                }
+            }
+            let frozen = loop {
+                if let Some(f) = frozen.take().or_else(|| s.freeze_step(2)) {
+                    break f;
+                }
+            };
+            if apply_at < 300 && !applied {
+                assert!(frozen.apply(&db).unwrap());
+                assert_eq!(stored(&db), at_barrier, "cache {cache} round {round}");
+                assert_eq!(
+                    stored_timers(&db),
+                    timers_at_barrier,
+                    "cache {cache} round {round}"
+                );
+            }
+            assert!(s.flush().is_err(), "no flush while held");
+            if cache == 1 {
+                assert!(s.writes_waiting() > 0, "evictions wait while held");
+            }
+            // Released before or after the coordinator applied: the same.
+            s.release().unwrap();
+            assert!(frozen.is_applied());
+            assert_eq!(s.writes_waiting(), 0);
+        }
+        assert!(s.freeze_step(1).is_none(), "nothing under way");
+        s.flush().unwrap();
+        t.flush().unwrap();
+        assert_eq!(stored(&db), model, "cache {cache} at the end");
+        assert_eq!(stored_timers(&db), timers, "cache {cache} at the end");
+    }
+}

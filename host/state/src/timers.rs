@@ -195,31 +195,38 @@ impl Timers {
         out
     }
 
-    /// Writes timer changes to RocksDB: deletes of stored timers that went,
-    /// then every timer set since the last flush (a timer deleted and set
-    /// again in between ends up stored: a batch applies in order).
+    /// Writes timer changes to RocksDB (see [`take_changes`](Self::take_changes)).
     pub fn flush(&mut self) -> Result<(), StateError> {
+        let changes = self.take_changes();
+        self.db.write(
+            CF_TIMERS,
+            changes
+                .iter()
+                .map(|(k, put)| (k.as_slice(), put.then_some(&[][..]))),
+        )
+    }
+
+    /// The changes RocksDB needs, as storage keys with whether to put
+    /// (`false`: delete): deletes of stored timers that went, then every
+    /// timer set since the last call (a timer deleted and set again in
+    /// between ends up stored: a batch applies in order). From now on they
+    /// count as stored.
+    pub fn take_changes(&mut self) -> Vec<(Vec<u8>, bool)> {
         if self.deleted.is_empty() && self.unsaved == 0 {
-            return Ok(());
+            return Vec::new();
         }
-        let mut puts = Vec::with_capacity(self.unsaved);
-        for (d, queue) in self.queues.iter().enumerate() {
-            for (entry, _) in queue.iter().filter(|(_, saved)| !**saved) {
-                puts.push(storage_key(d as u8, entry));
+        let mut changes: Vec<(Vec<u8>, bool)> = Vec::with_capacity(self.deleted.len() + self.unsaved);
+        changes.extend(self.deleted.drain(..).map(|k| (k, false)));
+        for (d, queue) in self.queues.iter_mut().enumerate() {
+            for (entry, saved) in queue.iter_mut() {
+                if !*saved {
+                    changes.push((storage_key(d as u8, entry), true));
+                    *saved = true;
+                }
             }
         }
-        let changes = self
-            .deleted
-            .iter()
-            .map(|k| (k.as_slice(), None))
-            .chain(puts.iter().map(|k| (k.as_slice(), Some(&[][..]))));
-        self.db.write(CF_TIMERS, changes)?;
-        for queue in &mut self.queues {
-            queue.values_mut().for_each(|saved| *saved = true);
-        }
-        self.deleted.clear();
         self.unsaved = 0;
-        Ok(())
+        changes
     }
 }
 

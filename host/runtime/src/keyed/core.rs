@@ -51,6 +51,12 @@ impl Core {
         }
     }
 
+    /// Starts freezing dirty state and timer changes as of now (a
+    /// checkpoint barrier); see `wafer_state::Frozen`.
+    pub(crate) fn begin_freeze(&mut self) -> Result<(), RuntimeError> {
+        self.state.begin_freeze(&mut self.timers).map_err(state_error)
+    }
+
     /// Writes dirty state and timers to RocksDB.
     pub(crate) fn flush(&mut self) -> Result<(), RuntimeError> {
         self.state.flush().map_err(state_error)?;

@@ -141,7 +141,23 @@ pub(crate) struct KeyedWorker {
     pub control: Arc<Control>,
     /// Restored from a checkpoint: watermarks and stream time to start from.
     pub restore: Option<KeyedCut>,
+    /// A freeze under way: the checkpoint, the cut, the longest pause yet.
+    pub freezing: Option<(u64, KeyedCut, Duration)>,
+    /// The checkpoint whose snapshot this worker's writes are held for.
+    pub snapshot_pending: Option<u64>,
 }
+
+fn poisoned() -> RuntimeError {
+    RuntimeError::Internal("keyed state lock poisoned".into())
+}
+
+/// Entries a freeze captures per slice, between two batches: ~2–3 ms.
+const FREEZE_SLICE: usize = 4096;
+
+/// Writes a worker holds back while a snapshot is taken before it stops to
+/// wait for the snapshot (evictions during a long alignment of the other
+/// workers, say): bounds the memory they take.
+const MAX_WRITES_WAITING: usize = 1 << 16;
 
 /// Where a keyed worker is with each sender and source.
 struct Flow {
@@ -243,6 +259,7 @@ impl KeyedWorker {
             self.fire_processing_time()?;
             self.flush_outputs();
             self.report_size(&counters)?;
+            self.checkpoint_work(false)?;
         }
         // End of input: everything is complete. Not so when the job stops
         // with a savepoint: it will go on from there.
@@ -251,6 +268,7 @@ impl KeyedWorker {
         }
         self.flush_outputs();
         self.report_size(&counters)?;
+        self.checkpoint_work(true)?;
         let mut core = self.lock()?;
         if self.keep_state {
             core.flush()?;
@@ -289,9 +307,15 @@ impl KeyedWorker {
         }
     }
 
-    /// This worker's part of checkpoint `id`: outputs told, state written,
-    /// watermarks reported; returns once the state snapshot is taken.
+    /// This worker's part of checkpoint `id`: outputs told, a freeze of
+    /// state and timers as of the barrier started. The worker goes on; the
+    /// freeze completes a slice at a time between batches and is then
+    /// handed to the coordinator with the watermarks, and the worker's own
+    /// writes wait for the snapshot (see [`checkpoint_work`](Self::checkpoint_work)).
     fn checkpoint(&mut self, id: u64, wms: &InputWatermarks) -> Result<(), RuntimeError> {
+        // The last checkpoint's snapshot was taken before this one began;
+        // its go-ahead may still be in the channel.
+        self.checkpoint_work(true)?;
         self.flush_outputs();
         for o in &self.outputs {
             o.writer.barrier(id);
@@ -300,18 +324,58 @@ impl KeyedWorker {
             l.writer.barrier(id);
         }
         self.dead_letters.barrier(id);
+        let started = Instant::now();
         let cut = {
             let mut core = self.lock()?;
-            core.flush()?;
+            match self.link {
+                Some(_) => core.begin_freeze()?,
+                None => core.flush()?,
+            }
             KeyedCut {
                 watermark: wms.current(),
                 stream_time: core.state.stream_time(),
                 senders: wms.snapshot(),
             }
         };
-        if let Some(link) = &self.link {
-            link.cut(self.index, id, cut)?;
+        if self.link.is_some() {
+            self.freezing = Some((id, cut, started.elapsed()));
+            self.checkpoint_work(false)?;
         }
+        Ok(())
+    }
+
+    /// Between batches: captures the next slice of a freeze under way
+    /// (reporting the frozen set once complete), and once the snapshot this
+    /// worker's writes are held for is taken (or abandoned) lets it write
+    /// again. With `wait`, completes both; it also waits when too many
+    /// writes are waiting.
+    fn checkpoint_work(&mut self, wait: bool) -> Result<(), RuntimeError> {
+        let Some(link) = &self.link else {
+            return Ok(());
+        };
+        let wait = wait || self.lock()?.state.writes_waiting() > MAX_WRITES_WAITING;
+        if let Some((id, _, paused)) = &mut self.freezing {
+            let id = *id;
+            let started = Instant::now();
+            let slice = if wait { usize::MAX } else { FREEZE_SLICE };
+            let frozen = self.core.lock().map_err(|_| poisoned())?.state.freeze_step(slice);
+            *paused = (*paused).max(started.elapsed());
+            let Some(frozen) = frozen else {
+                return Ok(());
+            };
+            if let Some((_, cut, paused)) = self.freezing.take() {
+                link.report(self.index, id, cut, Some(frozen), paused);
+            }
+            self.snapshot_pending = Some(id);
+        }
+        let Some(id) = self.snapshot_pending else {
+            return Ok(());
+        };
+        if !link.snapshot_done(id, wait)? {
+            return Ok(());
+        }
+        self.lock()?.state.release().map_err(core::state_error)?;
+        self.snapshot_pending = None;
         Ok(())
     }
 
@@ -394,9 +458,7 @@ impl KeyedWorker {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Core>, RuntimeError> {
-        self.core
-            .lock()
-            .map_err(|_| RuntimeError::Internal("keyed state lock poisoned".into()))
+        self.core.lock().map_err(|_| poisoned())
     }
 
     fn flush_outputs(&mut self) {
@@ -471,6 +533,7 @@ impl KeyedWorker {
                 procs[p].process(&self.core, input, batch, &accepted, source, wm, outputs, dl)?;
             }
         }
+        self.checkpoint_work(false)?;
         if let Some(max) = self.max_dirty {
             // Dirty entries go to RocksDB a few at a time between batches,
             // so that a barrier finds at most `max` left to write while
