@@ -84,7 +84,7 @@ pub struct CheckpointSpec {
     #[serde(default)]
     pub tolerable_failures: Option<u32>,
     /// Dirty state entries a keyed worker keeps between batches; more are
-    /// written to RocksDB early, bounding the pause at a barrier (default:
+    /// written to RocksDB early, bounding what a barrier freezes (default:
     /// none written early).
     #[serde(default)]
     pub max_dirty_entries: Option<usize>,

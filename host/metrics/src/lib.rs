@@ -212,7 +212,7 @@ impl Metrics {
             ),
             checkpoint_seconds: hist(
                 "wafer_checkpoint_seconds",
-                "Time from a checkpoint's trigger to its manifest (total), and how long it paused the keyed workers (pause).",
+                "Time from a checkpoint's trigger to its manifest (total), and the longest a keyed worker paused for it (pause).",
                 &["phase"],
                 exponential_buckets(0.001, 2.0, 16).unwrap_or_default(),
             ),

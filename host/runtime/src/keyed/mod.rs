@@ -131,7 +131,7 @@ pub(crate) struct KeyedWorker {
     /// Keep the state on disk, compacted, at the end.
     pub keep_state: bool,
     /// With checkpoints: dirty entries kept between batches before the
-    /// oldest are written back early (bounds a barrier's pause).
+    /// oldest are written back early (bounds what a barrier freezes).
     pub max_dirty: Option<usize>,
     /// Keyed workers in the job.
     pub workers: usize,
