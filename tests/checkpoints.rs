@@ -179,6 +179,9 @@ fn user_features_survives_repeated_sigkill() {
     // it happens all the time): a kill then finds post-barrier values in
     // RocksDB, which recovery must not use.
     env.push(("CHECKPOINT_MAX_DIRTY", "64".into()));
+    // Barriers' freezes span many batches, so kills and restores land while
+    // entries are captured on touch and writes are held.
+    env.push(("CHECKPOINT_FREEZE_SLICE", "4".into()));
     let during = run_with_crashes(
         &s,
         &repo().join("examples/user-features/job.yaml"),

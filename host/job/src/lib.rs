@@ -106,6 +106,8 @@ pub struct Checkpoints {
     /// Dirty state entries a keyed worker keeps between batches before it
     /// writes the oldest back early (`None`: only at barriers).
     pub max_dirty_entries: Option<usize>,
+    /// Entries a keyed worker's freeze captures between two batches.
+    pub freeze_slice: usize,
 }
 
 /// The keyed stage: windows and processors over keyed sources.
@@ -573,12 +575,20 @@ impl Job {
                 if retain == 0 {
                     return Err(invalid("checkpoints.retain", "keep at least 1 checkpoint".into()));
                 }
+                let freeze_slice = spec.checkpoints.freeze_slice.unwrap_or(4096);
+                if freeze_slice == 0 {
+                    return Err(invalid(
+                        "checkpoints.freeze_slice",
+                        "capture at least 1 entry per step".into(),
+                    ));
+                }
                 Some(Checkpoints {
                     dir: resolve(d),
                     interval,
                     retain,
                     tolerable_failures: spec.checkpoints.tolerable_failures.unwrap_or(3),
                     max_dirty_entries: spec.checkpoints.max_dirty_entries,
+                    freeze_slice,
                 })
             }
             _ => None,

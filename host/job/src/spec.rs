@@ -88,6 +88,10 @@ pub struct CheckpointSpec {
     /// none written early).
     #[serde(default)]
     pub max_dirty_entries: Option<usize>,
+    /// Entries a keyed worker's freeze captures between two batches after
+    /// a barrier (default 4096): the longest pause a checkpoint causes.
+    #[serde(default)]
+    pub freeze_slice: Option<usize>,
 }
 
 /// Watermark settings.

@@ -135,6 +135,14 @@ fn bad_values_are_explained() {
         err.contains("line 26") && err.contains("`OUTPUT_DIR` is not set"),
         "{err}"
     );
+    let with_checkpoints = |extra: &str| format!("{GOOD}checkpoints:\n  dir: /ckpt\n{extra}");
+    let job = parse(&with_checkpoints("  max_dirty_entries: 64\n"), &[]).unwrap();
+    let c = job.checkpoints.unwrap();
+    assert_eq!((c.max_dirty_entries, c.freeze_slice), (Some(64), 4096));
+    let err = parse(&with_checkpoints("  freeze_slice: 0\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checkpoints.freeze_slice"), "{err}");
 }
 
 #[test]

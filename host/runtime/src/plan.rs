@@ -243,6 +243,7 @@ pub(crate) fn prepare(
                     metrics: metrics.clone(),
                     keep_state,
                     max_dirty: job.checkpoints.as_ref().and_then(|c| c.max_dirty_entries),
+                    freeze_slice: job.checkpoints.as_ref().map_or(4096, |c| c.freeze_slice),
                     workers: n_keyed,
                     link: checkpointing.then(|| {
                         let (go_tx, go_rx) = crossbeam_channel::unbounded();

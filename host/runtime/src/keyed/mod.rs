@@ -133,6 +133,8 @@ pub(crate) struct KeyedWorker {
     /// With checkpoints: dirty entries kept between batches before the
     /// oldest are written back early (bounds what a barrier freezes).
     pub max_dirty: Option<usize>,
+    /// With checkpoints: entries a freeze captures between two batches.
+    pub freeze_slice: usize,
     /// Keyed workers in the job.
     pub workers: usize,
     /// With checkpoints: the coordinator.
@@ -150,9 +152,6 @@ pub(crate) struct KeyedWorker {
 fn poisoned() -> RuntimeError {
     RuntimeError::Internal("keyed state lock poisoned".into())
 }
-
-/// Entries a freeze captures per slice, between two batches: ~2–3 ms.
-const FREEZE_SLICE: usize = 4096;
 
 /// Writes a worker holds back while a snapshot is taken before it stops to
 /// wait for the snapshot (evictions during a long alignment of the other
@@ -357,7 +356,7 @@ impl KeyedWorker {
         if let Some((id, _, paused)) = &mut self.freezing {
             let id = *id;
             let started = Instant::now();
-            let slice = if wait { usize::MAX } else { FREEZE_SLICE };
+            let slice = if wait { usize::MAX } else { self.freeze_slice };
             let frozen = self.core.lock().map_err(|_| poisoned())?.state.freeze_step(slice);
             *paused = (*paused).max(started.elapsed());
             let Some(frozen) = frozen else {
