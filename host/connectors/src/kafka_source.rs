@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -36,6 +36,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
+
+use crate::kafka_queue::{Batch, MessageQueue};
 
 /// A partition: topic and number.
 pub type Partition = (Arc<str>, i32);
@@ -165,6 +167,10 @@ impl Shared {
 struct Ctx {
     shared: Arc<Mutex<Shared>>,
     start: Start,
+    /// The reader's message queue: newly assigned partitions are routed
+    /// there first. Weak: the reader owns it and drops it before the
+    /// consumer (whose context this is).
+    queue: OnceLock<Weak<MessageQueue>>,
 }
 
 impl ClientContext for Ctx {
@@ -187,7 +193,11 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut assignment = TopicPartitionList::new();
+                let queue = self.queue.get().and_then(Weak::upgrade);
                 for e in tpl.elements() {
+                    if let Some(q) = &queue {
+                        q.route(e.topic(), e.partition());
+                    }
                     let key = (e.topic().to_string(), e.partition());
                     shared.lane(&key);
                     shared.assigned.insert(key.clone());
@@ -273,6 +283,10 @@ struct BoundedPartition {
 
 /// Reads raw messages of some topics.
 pub struct KafkaReader {
+    // Dropped in this order: the batch's messages and the message queue
+    // before the consumer they belong to (see `kafka_queue`).
+    batch: Batch,
+    queue: Option<Arc<MessageQueue>>,
     consumer: BaseConsumer<Ctx>,
     settings: KafkaSettings,
     shared: Arc<Mutex<Shared>>,
@@ -334,8 +348,13 @@ impl KafkaReader {
             .create_with_context(Ctx {
                 shared: shared.clone(),
                 start: settings.start,
+                queue: OnceLock::new(),
             })
             .map_err(client)?;
+        let queue = MessageQueue::new(&consumer).map(Arc::new);
+        if let Some(q) = &queue {
+            let _ = consumer.context().queue.set(Arc::downgrade(q));
+        }
 
         // Brokers down at start: retry with a growing pause, then give up
         // with a message naming them.
@@ -385,6 +404,8 @@ impl KafkaReader {
         partitions.sort();
 
         let mut reader = KafkaReader {
+            batch: Batch::default(),
+            queue,
             consumer,
             settings,
             shared,
@@ -457,6 +478,9 @@ impl KafkaReader {
                         last_seen: Instant::now(),
                     },
                 );
+                if let Some(q) = &self.queue {
+                    q.route(t, *p);
+                }
                 tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
             }
         }
@@ -468,6 +492,10 @@ impl KafkaReader {
     /// Reads up to `max` messages, waiting at most `linger` for the first
     /// and handing each to `f`. Returns `false` once a bounded reader has
     /// read everything (an unbounded one always returns `true`).
+    ///
+    /// Messages come in batches from the reader's own queue; `poll` is
+    /// called once per batch to serve rebalances and client errors (and
+    /// hands over any message not routed to the queue).
     pub fn read(
         &mut self,
         max: usize,
@@ -478,105 +506,189 @@ impl KafkaReader {
         // thousands of messages a second it showed in profiles.
         let now = Instant::now();
         let deadline = now + linger;
+        let mut batch = std::mem::take(&mut self.batch);
+        let result = self.read_into(max, now, deadline, &mut batch, &mut f);
+        batch.clear();
+        self.batch = batch;
+        result?;
+        self.finish_idle();
+        Ok(!self.ends.as_ref().is_some_and(HashMap::is_empty))
+    }
+
+    fn read_into(
+        &mut self,
+        max: usize,
+        now: Instant,
+        deadline: Instant,
+        batch: &mut Batch,
+        f: &mut impl FnMut(KafkaRecord<'_>),
+    ) -> Result<(), KafkaSourceError> {
         // With one topic the partition number identifies a message's
         // partition; the topic's name costs a C string check per message.
         let one_topic = self.settings.topics.len() == 1;
         let mut n = 0;
         while n < max {
             if self.ends.as_ref().is_some_and(HashMap::is_empty) {
-                return Ok(false);
+                return Ok(());
             }
             let wait = if n == 0 {
                 deadline.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
-            let Some(polled) = self.consumer.poll(wait) else {
+            // Rebalances and errors; a message only if it was not routed.
+            let polled = self.consumer.poll(if self.queue.is_some() {
+                Duration::ZERO
+            } else {
+                wait
+            });
+            if let Some(polled) = polled {
+                match polled {
+                    Ok(m) => {
+                        // Rare (a partition not routed): copied, so that the
+                        // message's borrow of the consumer ends here.
+                        let topic = (!one_topic).then(|| m.topic().to_string());
+                        let (p, offset, produced) = (m.partition(), m.offset(), m.timestamp().to_millis());
+                        let payload = m.payload().unwrap_or_default().to_vec();
+                        drop(m);
+                        if self.deliver(now, topic.as_deref(), p, offset, produced, &payload, f) {
+                            n += 1;
+                        }
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => self.partition_end(p),
+                    Err(e) => self.consumer_error(e)?,
+                }
+                continue;
+            }
+            let got = match &self.queue {
+                Some(q) => q.consume(wait, batch, max - n),
+                None => 0,
+            };
+            if got == 0 {
                 if n > 0 || Instant::now() >= deadline {
                     break;
                 }
                 self.finish_idle();
                 continue;
-            };
-            match polled {
-                Ok(m) => {
-                    // The partition's key, lane and name without allocating:
-                    // a linear scan of the few partitions seen.
-                    let at = self
-                        .recent
-                        .iter()
-                        .position(|(k, ..)| k.1 == m.partition() && (one_topic || k.0 == m.topic()));
-                    let at = match at {
-                        Some(at) => at,
-                        None => {
-                            let key = (m.topic().to_string(), m.partition());
-                            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-                            let (partition, lane) = shared.lane(&key);
-                            let position = shared
-                                .positions
-                                .entry(key.clone())
-                                .or_insert_with(|| Position::new(m.offset()))
-                                .clone();
-                            drop(shared);
-                            self.recent.push((key, partition, lane, position));
-                            self.recent.len() - 1
-                        }
-                    };
-                    let (key, partition, lane, position) = &self.recent[at];
-                    let offset = m.offset();
-                    if let Some(ends) = &mut self.ends {
-                        // A message of a finished partition fetched before
-                        // the pause took effect.
-                        let Some(b) = ends.get_mut(key) else {
-                            continue;
+            }
+            for m in batch.iter() {
+                match m.err() {
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => {
+                        let topic = if one_topic {
+                            None
+                        } else {
+                            Some(m.topic().unwrap_or_default())
                         };
-                        b.last_seen = now;
-                        if offset >= b.end {
-                            let produced = m.timestamp().to_millis().unwrap_or(i64::MIN);
-                            if produced > self.started_ms {
-                                // Produced after the start: beyond the bound.
-                                ends.remove(key);
-                                pause(&self.consumer, key);
-                                continue;
-                            }
-                        }
-                        if offset + 1 >= b.end {
-                            b.reached = true;
+                        if self.deliver(
+                            now,
+                            topic,
+                            m.partition(),
+                            m.offset(),
+                            m.timestamp_ms(),
+                            m.payload(),
+                            f,
+                        ) {
+                            n += 1;
                         }
                     }
-                    f(KafkaRecord {
-                        partition,
-                        lane: *lane,
-                        offset,
-                        payload: m.payload().unwrap_or_default(),
-                    });
-                    position.set(offset + 1);
-                    n += 1;
-                }
-                Err(KafkaError::PartitionEOF(p)) => {
-                    // The broker's end as of now: a partition that reached
-                    // its end at start is done. librdkafka names only the
-                    // partition number, so this is decisive with one topic;
-                    // with several, the idle rule below decides.
-                    if let ([topic], Some(ends)) = (self.settings.topics.as_slice(), &mut self.ends) {
-                        let key = (topic.clone(), p);
-                        if ends.get(&key).is_some_and(|b| b.reached) {
-                            ends.remove(&key);
-                            pause(&self.consumer, &key);
-                        }
-                    }
-                }
-                Err(e) if is_fatal(&e) => return Err(KafkaSourceError::Fatal(e)),
-                Err(e) => {
-                    // Broker down, leader moved, ...: librdkafka reconnects
-                    // and resumes fetching from where it was.
-                    tracing::warn!(error = %e, "kafka consumer error; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => self.partition_end(m.partition()),
+                    code => self.consumer_error(KafkaError::MessageConsumption(code.into()))?,
                 }
             }
+            batch.clear();
         }
-        self.finish_idle();
-        Ok(!self.ends.as_ref().is_some_and(HashMap::is_empty))
+        Ok(())
+    }
+
+    /// Hands one message to `f` unless a bounded reader is past its end;
+    /// returns whether it did. `topic` is `None` with a single topic.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        now: Instant,
+        topic: Option<&str>,
+        partition: i32,
+        offset: i64,
+        produced: Option<i64>,
+        payload: &[u8],
+        f: &mut impl FnMut(KafkaRecord<'_>),
+    ) -> bool {
+        // The partition's key, lane and name without allocating: a linear
+        // scan of the few partitions seen.
+        let at = self
+            .recent
+            .iter()
+            .position(|(k, ..)| k.1 == partition && topic.is_none_or(|t| k.0 == t));
+        let at = match at {
+            Some(at) => at,
+            None => {
+                let name = topic.unwrap_or_else(|| self.settings.topics.first().map_or("", String::as_str));
+                let key = (name.to_string(), partition);
+                let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let (p, lane) = shared.lane(&key);
+                let position = shared
+                    .positions
+                    .entry(key.clone())
+                    .or_insert_with(|| Position::new(offset))
+                    .clone();
+                drop(shared);
+                self.recent.push((key, p, lane, position));
+                self.recent.len() - 1
+            }
+        };
+        let (key, partition, lane, position) = &self.recent[at];
+        if let Some(ends) = &mut self.ends {
+            // A message of a finished partition fetched before the pause
+            // took effect.
+            let Some(b) = ends.get_mut(key) else {
+                return false;
+            };
+            b.last_seen = now;
+            if offset >= b.end && produced.unwrap_or(i64::MIN) > self.started_ms {
+                // Produced after the start: beyond the bound.
+                let key = key.clone();
+                ends.remove(&key);
+                pause(&self.consumer, &key);
+                return false;
+            }
+            if offset + 1 >= b.end {
+                b.reached = true;
+            }
+        }
+        f(KafkaRecord {
+            partition,
+            lane: *lane,
+            offset,
+            payload,
+        });
+        position.set(offset + 1);
+        true
+    }
+
+    /// The broker's end of partition `p` as of now: a partition that
+    /// reached its end at start is done. librdkafka names only the
+    /// partition number, so this is decisive with one topic; with several,
+    /// the idle rule decides.
+    fn partition_end(&mut self, p: i32) {
+        if let ([topic], Some(ends)) = (self.settings.topics.as_slice(), &mut self.ends) {
+            let key = (topic.clone(), p);
+            if ends.get(&key).is_some_and(|b| b.reached) {
+                ends.remove(&key);
+                pause(&self.consumer, &key);
+            }
+        }
+    }
+
+    /// A consumer error: fatal ones end the read; for the rest (broker
+    /// down, leader moved, ...) librdkafka reconnects and resumes fetching
+    /// from where it was.
+    fn consumer_error(&self, e: KafkaError) -> Result<(), KafkaSourceError> {
+        if is_fatal(&e) {
+            return Err(KafkaSourceError::Fatal(e));
+        }
+        tracing::warn!(error = %e, "kafka consumer error; retrying");
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
     }
 
     /// Finishes the bounded partitions that reached their end at start and

@@ -9,6 +9,7 @@
 
 pub mod file_sink;
 pub mod file_source;
+mod kafka_queue;
 pub mod kafka_sink;
 pub mod kafka_source;
 mod output;
