@@ -273,6 +273,8 @@ const BOUNDED_IDLE: Duration = Duration::from_secs(2);
 /// it; going by end-of-partition alone would never stop on a topic that is
 /// being written to.
 struct BoundedPartition {
+    /// Which partition it is.
+    key: (String, i32),
     /// End offset reported at start.
     end: i64,
     /// Whether the reader got there.
@@ -293,7 +295,8 @@ pub struct KafkaReader {
     /// Partitions seen, their names and lanes (a cache of `shared`).
     recent: Vec<((String, i32), Partition, u32, Arc<Position>)>,
     /// Bounded mode: the partitions still being read.
-    ends: Option<HashMap<(String, i32), BoundedPartition, Fast>>,
+    /// By lane, so that the per-message lookup hashes a number.
+    ends: Option<HashMap<u32, BoundedPartition, Fast>>,
     /// When the reader started (epoch ms): in bounded mode, messages
     /// produced later are beyond the bound.
     started_ms: i64,
@@ -466,13 +469,15 @@ impl KafkaReader {
             // Where the end really is is settled while reading (see
             // `BoundedPartition`).
             if high > low || from < high {
-                self.shared
+                let (_, lane) = self
+                    .shared
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .lane(&(t.clone(), *p));
                 ends.insert(
-                    (t.clone(), *p),
+                    lane,
                     BoundedPartition {
+                        key: (t.clone(), *p),
                         end: high,
                         reached: from >= high,
                         last_seen: Instant::now(),
@@ -551,7 +556,7 @@ impl KafkaReader {
                         let (p, offset, produced) = (m.partition(), m.offset(), m.timestamp().to_millis());
                         let payload = m.payload().unwrap_or_default().to_vec();
                         drop(m);
-                        if self.deliver(now, topic.as_deref(), p, offset, produced, &payload, f) {
+                        if self.deliver(now, topic.as_deref(), p, offset, || produced, &payload, f) {
                             n += 1;
                         }
                     }
@@ -584,7 +589,7 @@ impl KafkaReader {
                             topic,
                             m.partition(),
                             m.offset(),
-                            m.timestamp_ms(),
+                            || m.timestamp_ms(),
                             m.payload(),
                             f,
                         ) {
@@ -609,7 +614,7 @@ impl KafkaReader {
         topic: Option<&str>,
         partition: i32,
         offset: i64,
-        produced: Option<i64>,
+        produced: impl FnOnce() -> Option<i64>,
         payload: &[u8],
         f: &mut impl FnMut(KafkaRecord<'_>),
     ) -> bool {
@@ -640,15 +645,14 @@ impl KafkaReader {
         if let Some(ends) = &mut self.ends {
             // A message of a finished partition fetched before the pause
             // took effect.
-            let Some(b) = ends.get_mut(key) else {
+            let Some(b) = ends.get_mut(lane) else {
                 return false;
             };
             b.last_seen = now;
-            if offset >= b.end && produced.unwrap_or(i64::MIN) > self.started_ms {
+            if offset >= b.end && produced().unwrap_or(i64::MIN) > self.started_ms {
                 // Produced after the start: beyond the bound.
-                let key = key.clone();
-                ends.remove(&key);
-                pause(&self.consumer, &key);
+                ends.remove(lane);
+                pause(&self.consumer, key);
                 return false;
             }
             if offset + 1 >= b.end {
@@ -672,8 +676,17 @@ impl KafkaReader {
     fn partition_end(&mut self, p: i32) {
         if let ([topic], Some(ends)) = (self.settings.topics.as_slice(), &mut self.ends) {
             let key = (topic.clone(), p);
-            if ends.get(&key).is_some_and(|b| b.reached) {
-                ends.remove(&key);
+            let lane = self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .lanes
+                .get(&key)
+                .map(|&(_, lane)| lane);
+            if let Some(lane) = lane
+                && ends.get(&lane).is_some_and(|b| b.reached)
+            {
+                ends.remove(&lane);
                 pause(&self.consumer, &key);
             }
         }
@@ -697,14 +710,15 @@ impl KafkaReader {
         let Some(ends) = &mut self.ends else {
             return;
         };
-        let idle: Vec<_> = ends
+        let idle: Vec<u32> = ends
             .iter()
             .filter(|(_, b)| b.reached && b.last_seen.elapsed() >= BOUNDED_IDLE)
-            .map(|(k, _)| k.clone())
+            .map(|(&lane, _)| lane)
             .collect();
-        for key in idle {
-            ends.remove(&key);
-            pause(&self.consumer, &key);
+        for lane in idle {
+            if let Some(b) = ends.remove(&lane) {
+                pause(&self.consumer, &b.key);
+            }
         }
     }
 
@@ -718,7 +732,7 @@ impl KafkaReader {
             .iter()
             .map(|(key, (_, lane))| {
                 let finished = match &self.ends {
-                    Some(ends) => !ends.contains_key(key),
+                    Some(ends) => !ends.contains_key(lane),
                     None => !shared.assigned.contains(key),
                 };
                 (*lane, finished)
