@@ -34,7 +34,8 @@ use std::sync::Mutex;
 use foldhash::fast::RandomState;
 
 use crate::StateError;
-use crate::db::{CF_STATE, CF_TIMERS, StateDb};
+use crate::db::{CF_STATE, StateDb};
+use crate::timers::write_timer_changes;
 
 /// Encoded state writes by storage key (`None`: a delete).
 pub(crate) type Writes = HashMap<Vec<u8>, Option<Vec<u8>>, RandomState>;
@@ -73,11 +74,6 @@ impl Frozen {
         self.state.len()
     }
 
-    /// Timer changes in the set.
-    pub fn timer_changes(&self) -> usize {
-        self.timers.len()
-    }
-
     /// Whether the set is in RocksDB.
     pub fn is_applied(&self) -> bool {
         *self.applied.lock().unwrap_or_else(|e| e.into_inner())
@@ -96,12 +92,7 @@ impl Frozen {
             CF_STATE,
             self.state.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
         )?;
-        db.write(
-            CF_TIMERS,
-            self.timers
-                .iter()
-                .map(|(k, put)| (k.as_slice(), put.then_some(&[][..]))),
-        )?;
+        write_timer_changes(db, &self.timers)?;
         *applied = true;
         Ok(true)
     }

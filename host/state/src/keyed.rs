@@ -90,13 +90,24 @@ impl Cell {
         }
     }
 
-    /// What RocksDB is to store for it when written back with the
-    /// watermark at `wm` (`None`: a delete).
-    fn stored(&self, wm: i64) -> Option<Vec<u8>> {
-        match &self.data {
+    /// Dirty since before the barrier that started `epoch` and not yet
+    /// captured (meaningful while a freeze is under way).
+    fn awaits_capture(&self, epoch: u32) -> bool {
+        self.dirty && self.listed != epoch
+    }
+
+    /// Writes the cell out into `into` as RocksDB is to store it with the
+    /// watermark at `wm` (`None`: a delete, also for an expired entry); the
+    /// cell is clean from then on.
+    fn write_out(&mut self, key: &[u8], wm: i64, into: &mut Writes) {
+        let stored = match &self.data {
             Some(d) if self.expiry == NO_EXPIRY || self.expiry > wm => Some(encode(d, self.expiry)),
             _ => None,
-        }
+        };
+        self.on_disk = stored.is_some();
+        self.dirty = false;
+        self.listed = 0;
+        into.insert(key.to_vec(), stored);
     }
 }
 
@@ -115,11 +126,7 @@ struct Capture {
 /// Captures a cell's value as of the barrier into the freeze under way; the
 /// cell is clean from then on (RocksDB will have that value).
 fn capture(c: &mut Capture, key: &[u8], cell: &mut Cell) {
-    let stored = cell.stored(c.watermark);
-    cell.on_disk = stored.is_some();
-    cell.dirty = false;
-    cell.listed = 0;
-    c.writes.insert(key.to_vec(), stored);
+    cell.write_out(key, c.watermark, &mut c.writes);
 }
 
 /// The open transaction: its number and the cells as they were before it
@@ -334,7 +341,7 @@ impl KeyedState {
             && old.dirty
         {
             if let Some(c) = self.capture.as_mut()
-                && old.listed != self.epoch
+                && old.awaits_capture(self.epoch)
             {
                 // Dirty since before the barrier and untouched since: its
                 // value is the barrier's.
@@ -441,8 +448,7 @@ impl KeyedState {
         })?;
         let (cell, slot, evicted, hit) = (loaded.value, loaded.slot, loaded.evicted, loaded.hit);
         if let Some(c) = self.capture.as_mut()
-            && cell.dirty
-            && cell.listed != self.epoch
+            && cell.awaits_capture(self.epoch)
         {
             // First touch since the barrier of an entry dirty at it: its
             // value as of the barrier is captured before anything changes it.
@@ -499,8 +505,7 @@ impl KeyedState {
             // yet to capture, listed under its old slot.
             if let Some(c) = self.capture.as_mut()
                 && let Some((_, moved)) = self.cache.slot_mut(slot)
-                && moved.dirty
-                && moved.listed != self.epoch
+                && moved.awaits_capture(self.epoch)
             {
                 c.list.push_back(slot);
             }
@@ -747,8 +752,7 @@ impl KeyedState {
         while n < max {
             let Some(i) = c.list.pop_front() else { break };
             if let Some((k, cell)) = self.cache.slot_mut(i)
-                && cell.dirty
-                && cell.listed != self.epoch
+                && cell.awaits_capture(self.epoch)
             {
                 capture(c, k, cell);
                 n += 1;
@@ -763,20 +767,10 @@ impl KeyedState {
         Some(frozen)
     }
 
-    /// Whether a freeze is under way.
-    pub fn freezing(&self) -> bool {
-        self.capture.is_some()
-    }
-
     /// Whether this worker's writes are held (a freeze under way or its
     /// set not yet snapshotted).
     fn holding(&self) -> bool {
         self.capture.is_some() || self.held.is_some()
-    }
-
-    /// The frozen writes being held for, if any.
-    pub fn held(&self) -> Option<&Arc<Frozen>> {
-        self.held.as_ref()
     }
 
     /// Writes waiting because of a hold: evicted entries and deletes made
@@ -831,10 +825,7 @@ impl KeyedState {
             if !cell.dirty {
                 continue;
             }
-            let encoded = cell.stored(self.watermark);
-            cell.on_disk = encoded.is_some();
-            cell.dirty = false;
-            self.pending.insert(k.to_vec(), encoded);
+            cell.write_out(k, self.watermark, &mut self.pending);
             written += 1;
         }
         written
@@ -851,7 +842,7 @@ impl KeyedState {
         let mut i = 0u32;
         while let Some((_, cell)) = self.cache.slot_mut(i) {
             // A cell a freeze has yet to capture stays in its list.
-            if !(self.capture.is_some() && cell.dirty && cell.listed != self.epoch) {
+            if !(self.capture.is_some() && cell.awaits_capture(self.epoch)) {
                 cell.listed = if cell.dirty { self.epoch } else { 0 };
                 if cell.dirty {
                     self.dirty.push_back(i);

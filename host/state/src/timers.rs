@@ -198,12 +198,7 @@ impl Timers {
     /// Writes timer changes to RocksDB (see [`take_changes`](Self::take_changes)).
     pub fn flush(&mut self) -> Result<(), StateError> {
         let changes = self.take_changes();
-        self.db.write(
-            CF_TIMERS,
-            changes
-                .iter()
-                .map(|(k, put)| (k.as_slice(), put.then_some(&[][..]))),
-        )
+        write_timer_changes(&self.db, &changes)
     }
 
     /// The changes RocksDB needs, as storage keys with whether to put
@@ -228,6 +223,16 @@ impl Timers {
         self.unsaved = 0;
         changes
     }
+}
+
+/// Writes changes from [`Timers::take_changes`] to RocksDB in one batch.
+pub(crate) fn write_timer_changes(db: &StateDb, changes: &[(Vec<u8>, bool)]) -> Result<(), StateError> {
+    db.write(
+        CF_TIMERS,
+        changes
+            .iter()
+            .map(|(k, put)| (k.as_slice(), put.then_some(&[][..]))),
+    )
 }
 
 /// Where a timer of `domain` is stored in RocksDB.

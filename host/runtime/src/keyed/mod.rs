@@ -352,6 +352,10 @@ impl KeyedWorker {
         let Some(link) = &self.link else {
             return Ok(());
         };
+        // Nothing under way: the common case between two batches.
+        if self.freezing.is_none() && self.snapshot_pending.is_none() {
+            return Ok(());
+        }
         let wait = wait || self.lock()?.state.writes_waiting() > MAX_WRITES_WAITING;
         if let Some((id, _, paused)) = &mut self.freezing {
             let id = *id;
