@@ -10,7 +10,7 @@
 //! source, it stops taking that source's chunks until it has seen `n` from
 //! every source (ended ones count as passed). Then everything before the
 //! cut and nothing after it is in its state: it freezes its dirty state and
-//! timer changes (`wafer_state::freeze`), reports them with its watermarks,
+//! timer changes (`KeyedState::begin_freeze`, `wafer_state::Frozen`), reports them with its watermarks,
 //! tells its outputs, and goes on processing, holding its own writes to
 //! RocksDB back. Once every keyed worker has reported, the coordinator writes
 //! the frozen sets, takes one RocksDB checkpoint (hard links) and lets the
@@ -122,7 +122,7 @@ pub(crate) enum Report {
         id: u64,
         cut: KeyedCut,
         /// The worker's writes as of the barrier, for the snapshot.
-        frozen: Option<Arc<Frozen>>,
+        frozen: Arc<Frozen>,
         /// How long the worker stopped processing for this barrier.
         paused: Duration,
     },
@@ -145,7 +145,7 @@ impl KeyedLink {
         worker: usize,
         id: u64,
         cut: KeyedCut,
-        frozen: Option<Arc<Frozen>>,
+        frozen: Arc<Frozen>,
         paused: Duration,
     ) {
         let _ = self.reports.send(Report::Keyed {
@@ -449,7 +449,7 @@ fn take(p: &mut Pending, r: Report) {
             if let Some(x) = p.keyed.get_mut(worker) {
                 *x = Some(cut);
             }
-            p.frozen.extend(frozen);
+            p.frozen.push(frozen);
             p.pause = p.pause.max(paused);
         }
         Report::Sink(c) if c.barrier == p.id => {

@@ -367,7 +367,7 @@ impl KeyedWorker {
                 return Ok(());
             };
             if let Some((_, cut, paused)) = self.freezing.take() {
-                link.report(self.index, id, cut, Some(frozen), paused);
+                link.report(self.index, id, cut, frozen, paused);
             }
             self.snapshot_pending = Some(id);
         }
