@@ -314,25 +314,55 @@ fn an_empty_partition_does_not_stall_windows() {
 
 #[test]
 fn exactly_once_sink_writes_every_record_once_in_transactions() {
-    // tansu has no transactions yet: librdkafka's mock cluster does.
+    exactly_once_run(false);
+}
+
+#[test]
+fn exactly_once_sink_with_checkpoints_commits_each_epoch_once() {
+    exactly_once_run(true);
+}
+
+/// Runs user-features into an exactly-once Kafka sink (on librdkafka's mock
+/// cluster: tansu 0.6 has no EndTxn) and reads it back read-committed.
+/// With `checkpoints`, every 50 ms: each epoch is its own transaction,
+/// committed after its checkpoint from a pool of producers.
+fn exactly_once_run(checkpoints: bool) {
     let mock = MockCluster::new(1).expect("mock cluster");
     mock.create_topic("eo.purchases_5m", 3, 1).expect("topic");
     mock.create_topic("eo.sessions", 3, 1).expect("topic");
     let brokers = mock.bootstrap_servers();
     let s = Scratch::new();
-    let input = generate_events(&s);
+    // Checkpoints need a run long enough to take several.
+    let input = match checkpoints {
+        false => generate_events(&s),
+        true => s
+            .reference_events("events", 200_000, 5000, 29)
+            .with_extension("jsonl"),
+    };
     let out = s.path("eo");
-    s.run_ok(
-        &repo().join("examples/user-features/job.yaml"),
-        &[
-            ("INPUT", input.to_str().unwrap()),
-            ("KAFKA_SINK_BROKERS", brokers.as_str()),
-            ("KAFKA_OUTPUT_PREFIX", "eo."),
-            ("KAFKA_DELIVERY", "exactly-once"),
-            ("PARALLELISM", "2"),
-            ("OUTPUT_DIR", out.to_str().unwrap()),
-        ],
-    );
+    let ckpt = s.path("eo-checkpoints");
+    let mut env = vec![
+        ("INPUT", input.to_str().unwrap()),
+        ("KAFKA_SINK_BROKERS", brokers.as_str()),
+        ("KAFKA_OUTPUT_PREFIX", "eo."),
+        ("KAFKA_DELIVERY", "exactly-once"),
+        ("PARALLELISM", "2"),
+        ("OUTPUT_DIR", out.to_str().unwrap()),
+    ];
+    if checkpoints {
+        env.push(("CHECKPOINT_DIR", ckpt.to_str().unwrap()));
+        env.push(("CHECKPOINT_INTERVAL", "50ms"));
+    }
+    let log = s.run_ok(&repo().join("examples/user-features/job.yaml"), &env);
+    if checkpoints {
+        let done =
+            common::metric(&s.metrics(), r#"wafer_checkpoints_total{outcome="completed"}"#).unwrap_or(0.0);
+        assert!(
+            done >= 3.0,
+            "{done} checkpoints completed: {}",
+            String::from_utf8_lossy(&log.stderr)
+        );
+    }
     let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
     let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
     let sessions = consume_all(&brokers, "eo.sessions");

@@ -65,6 +65,32 @@ pub struct Manifest {
     /// Name of the savepoint (savepoints only).
     #[prost(string, tag = "13")]
     pub name: String,
+    /// With an exactly-once Kafka sink: where the commit marker of the
+    /// cut's transactions is kept.
+    #[prost(message, optional, tag = "14")]
+    pub kafka_commits: Option<KafkaCommits>,
+}
+
+/// Where an exactly-once Kafka sink keeps its commit marker (the id of the
+/// newest cut whose records are committed), and what it knew when the cut
+/// was written. The cut may only be restored once the marker reached it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KafkaCommits {
+    /// Prefix of the sink's transactional ids.
+    #[prost(string, tag = "1")]
+    pub transactional_id: String,
+    /// Producers in its pool (`<transactional_id>-epoch-<i>`).
+    #[prost(uint32, tag = "2")]
+    pub slots: u32,
+    /// The consumer group whose offset is the marker.
+    #[prost(string, tag = "3")]
+    pub group: String,
+    /// The topic at whose partition 0 the marker is kept.
+    #[prost(string, tag = "4")]
+    pub topic: String,
+    /// The newest cut committed before this one was written (0: none).
+    #[prost(uint64, tag = "5")]
+    pub committed_before: u64,
 }
 
 /// A component the job used.

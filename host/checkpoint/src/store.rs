@@ -373,6 +373,15 @@ impl CheckpointStore {
         self.collect_garbage()
     }
 
+    /// Checkpoint `id`'s manifest, verified; `None` if it has none (it is
+    /// incomplete or gone).
+    pub fn checkpoint(&self, id: u64) -> Result<Option<Manifest>, CheckpointError> {
+        if !self.checkpoint_ids()?.contains(&id) {
+            return Ok(None);
+        }
+        self.load_checkpoint(id)
+    }
+
     /// Ids of the `chk-*` directories, ascending.
     fn checkpoint_ids(&self) -> Result<Vec<u64>, CheckpointError> {
         let mut ids: Vec<u64> = self

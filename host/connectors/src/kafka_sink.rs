@@ -13,9 +13,10 @@
 //! fails is never dropped silently: the sink counts it and the job ends with
 //! an error naming the output. `exactly-once` produces inside Kafka
 //! transactions, so read-committed consumers see each record once. With
-//! checkpoints a transaction holds one checkpoint epoch and is committed
-//! when the epoch ends at this output (see `output`); without, it is
-//! committed every `commit_interval`. Both commit at the end.
+//! checkpoints a transaction holds one checkpoint epoch of every Kafka
+//! output and commits once the checkpoint is complete ([`crate::kafka_txn`]);
+//! without, each output commits its own every `commit_interval` and at the
+//! end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,10 +25,12 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
+use crate::kafka_txn::{SinkProducer, Transactions};
 use crate::output::{EpochGate, Event, OutputThreads, OutputWriter};
 use crate::{SinkCut, SinkError};
 
@@ -54,12 +57,12 @@ pub struct KafkaSinkSettings {
 
 /// Delivery failures, recorded by librdkafka's callback.
 #[derive(Default)]
-struct Deliveries {
+pub(crate) struct Deliveries {
     failed: AtomicU64,
     first: Mutex<Option<String>>,
 }
 
-struct Ctx(Arc<Deliveries>);
+pub(crate) struct Ctx(pub(crate) Arc<Deliveries>);
 
 impl ClientContext for Ctx {}
 
@@ -67,11 +70,11 @@ impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
+        if let Err((e, m)) = result {
             self.0.failed.fetch_add(1, Ordering::Relaxed);
             let mut first = self.0.first.lock().unwrap_or_else(PoisonError::into_inner);
             if first.is_none() {
-                *first = Some(e.to_string());
+                *first = Some(format!("{} (topic {})", e, m.topic()));
             }
         }
     }
@@ -83,15 +86,17 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Creates a producer per `(output, topic)` (starting its transactions
-    /// when exactly-once) and its thread.
-    /// `cuts`: the job takes checkpoints; transactions follow their epochs
-    /// and each epoch's end is reported there.
+    /// Starts a thread per `(output, topic)`. With `txns` (exactly-once
+    /// with checkpoints) the outputs share its epoch transactions; else each
+    /// has a producer of its own, in transactions committed every
+    /// `commit_interval` when exactly-once.
+    /// `cuts`: the job takes checkpoints; each epoch's end is reported there.
     pub fn create<'a>(
         settings: &KafkaSinkSettings,
         outputs: impl IntoIterator<Item = (&'a str, String)>,
         capacity: usize,
         cuts: Option<Sender<SinkCut>>,
+        txns: Option<Arc<Transactions>>,
     ) -> Result<Self, SinkError> {
         let mut threads = OutputThreads::default();
         for (name, topic) in outputs {
@@ -99,43 +104,24 @@ impl KafkaSink {
                 output: name.to_string(),
                 message,
             };
-            let mut cfg = ClientConfig::new();
-            cfg.set("bootstrap.servers", &settings.brokers)
-                .set("compression.codec", &settings.compression)
-                .set("partitioner", "murmur2_random")
-                .set("linger.ms", "20")
-                .set("queue.buffering.max.messages", "500000");
-            if settings.exactly_once {
-                cfg.set(
-                    "transactional.id",
-                    format!("{}-{name}", settings.transactional_id),
-                );
-            }
-            for (k, v) in &settings.properties {
-                cfg.set(k, v);
-            }
-            let deliveries = Arc::new(Deliveries::default());
-            let producer: BaseProducer<Ctx> = cfg
-                .create_with_context(Ctx(deliveries.clone()))
-                .map_err(|e| err(e.to_string()))?;
-            if settings.exactly_once {
-                producer
-                    .init_transactions(Duration::from_secs(30))
-                    .map_err(|e| err(format!("cannot start transactions: {e}")))?;
-                producer
-                    .begin_transaction()
-                    .map_err(|e| err(format!("cannot begin a transaction: {e}")))?;
-            }
+            let (mode, deliveries) = match &txns {
+                Some(t) => (Mode::Epochs(t.clone()), t.deliveries().clone()),
+                None => {
+                    let deliveries = Arc::new(Deliveries::default());
+                    let producer = own_producer(settings, name, deliveries.clone()).map_err(err)?;
+                    (Mode::Own(Arc::new(producer)), deliveries)
+                }
+            };
             let output = OutputThread {
                 name: name.to_string(),
                 topic,
-                producer,
                 deliveries,
                 key_by: settings.key_by.clone(),
                 exactly_once: settings.exactly_once,
                 commit_interval: settings.commit_interval,
                 flush_timeout: settings.flush_timeout,
                 cuts: cuts.clone(),
+                mode,
             };
             threads
                 .spawn(name, format!("kafka-{name}"), capacity, move |rx| output.run(rx))
@@ -149,24 +135,68 @@ impl KafkaSink {
         self.threads.writer(name)
     }
 
-    /// Waits for every output to drain, be delivered and (exactly-once)
-    /// committed; call after dropping all writer clones. Returns messages
-    /// written per output.
+    /// Waits for every output to drain and be delivered (and, with
+    /// transactions of its own, committed); call after dropping all writer
+    /// clones. Epoch transactions are finished by their owner
+    /// ([`Transactions::finish`]). Returns messages written per output.
     pub fn finish(self) -> Result<Vec<(String, u64)>, SinkError> {
         self.threads.finish()
     }
 }
 
+/// An output's own producer, in transactions if exactly-once.
+fn own_producer(
+    settings: &KafkaSinkSettings,
+    name: &str,
+    deliveries: Arc<Deliveries>,
+) -> Result<SinkProducer, String> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &settings.brokers)
+        .set("compression.codec", &settings.compression)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000");
+    if settings.exactly_once {
+        cfg.set(
+            "transactional.id",
+            format!("{}-{name}", settings.transactional_id),
+        );
+    }
+    for (k, v) in &settings.properties {
+        cfg.set(k, v);
+    }
+    let producer: SinkProducer = cfg
+        .create_with_context(Ctx(deliveries))
+        .map_err(|e| e.to_string())?;
+    if settings.exactly_once {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(|e| format!("cannot start transactions: {e}"))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| format!("cannot begin a transaction: {e}"))?;
+    }
+    Ok(producer)
+}
+
+/// Whose producer an output uses.
+enum Mode {
+    /// Its own (see [`own_producer`]).
+    Own(Arc<SinkProducer>),
+    /// The epoch transactions shared by the job's Kafka outputs.
+    Epochs(Arc<Transactions>),
+}
+
 struct OutputThread {
     name: String,
     topic: String,
-    producer: BaseProducer<Ctx>,
     deliveries: Arc<Deliveries>,
     key_by: Vec<String>,
     exactly_once: bool,
     commit_interval: Duration,
     flush_timeout: Duration,
     cuts: Option<Sender<SinkCut>>,
+    mode: Mode,
 }
 
 impl OutputThread {
@@ -177,70 +207,119 @@ impl OutputThread {
         }
     }
 
-    fn run(self, mut gate: EpochGate) -> Result<u64, SinkError> {
+    fn run(self, gate: EpochGate) -> Result<u64, SinkError> {
+        match &self.mode {
+            Mode::Own(p) => self.run_own(p, gate),
+            Mode::Epochs(t) => self.run_epochs(t, gate),
+        }
+    }
+
+    /// Produces with the output's own producer; exactly-once commits every
+    /// `commit_interval` and at the end.
+    fn run_own(&self, producer: &SinkProducer, mut gate: EpochGate) -> Result<u64, SinkError> {
         let mut sent = 0u64;
         let mut last_commit = Instant::now();
-        // With checkpoints, epochs decide when transactions commit.
-        let on_timer = self.exactly_once && self.cuts.is_none();
         loop {
             match gate.recv_timeout(Duration::from_millis(100)) {
-                Ok(Event::Lines(buf)) => {
-                    for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                        let key = message_key(line, &self.key_by);
-                        self.send(line, key.as_deref())?;
-                        sent += 1;
-                    }
-                }
+                Ok(Event::Lines(buf)) => sent += self.send_lines(producer, &buf)?,
                 Ok(Event::EpochEnd(n)) => {
-                    if self.exactly_once {
-                        self.commit(true)?;
-                    } else {
-                        self.producer
-                            .flush(self.flush_timeout)
-                            .map_err(|e| self.err(format!("flushing: {e}")))?;
-                    }
-                    self.check()?;
-                    if let Some(c) = &self.cuts {
-                        let _ = c.send(SinkCut {
-                            output: self.name.clone(),
-                            barrier: n,
-                            file_length: None,
-                        });
-                    }
+                    self.flush(producer)?;
+                    self.report(n);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.producer.poll(Duration::ZERO);
+            producer.poll(Duration::ZERO);
             self.check()?;
-            if on_timer && last_commit.elapsed() >= self.commit_interval {
-                self.commit(true)?;
+            if self.exactly_once && last_commit.elapsed() >= self.commit_interval {
+                self.commit(producer, true)?;
                 last_commit = Instant::now();
             }
         }
         if self.exactly_once {
-            self.commit(false)?;
+            self.commit(producer, false)?;
         } else {
-            self.producer
-                .flush(self.flush_timeout)
-                .map_err(|e| self.err(format!("flushing: {e}")))?;
+            self.flush(producer)?;
         }
-        self.check()?;
         Ok(sent)
     }
 
+    /// Produces each epoch into its transaction. At an epoch's end the
+    /// output flushes before it reports the cut: the checkpoint may only
+    /// complete once the epoch's records are with the broker, and a key's
+    /// records of the next epoch (another producer) must land after them.
+    fn run_epochs(&self, txns: &Transactions, mut gate: EpochGate) -> Result<u64, SinkError> {
+        let mut sent = 0u64;
+        let mut after = 0u64;
+        let mut in_epoch = 0u64;
+        let mut producer = txns.producer_after(after)?;
+        loop {
+            match gate.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Lines(buf)) => {
+                    let n = self.send_lines(&producer, &buf)?;
+                    sent += n;
+                    in_epoch += n;
+                }
+                Ok(Event::EpochEnd(n)) => {
+                    self.flush(&producer)?;
+                    txns.sent(after, std::mem::take(&mut in_epoch));
+                    after = n;
+                    producer = txns.producer_after(after)?;
+                    self.report(n);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            producer.poll(Duration::ZERO);
+            self.check()?;
+        }
+        self.flush(&producer)?;
+        txns.sent(after, in_epoch);
+        Ok(sent)
+    }
+
+    /// Produces each line of `buf`; returns how many.
+    fn send_lines(&self, producer: &SinkProducer, buf: &[u8]) -> Result<u64, SinkError> {
+        let mut n = 0;
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let key = message_key(line, &self.key_by);
+            self.send(producer, line, key.as_deref())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Tells the checkpoint that the epoch ending at barrier `n` is written.
+    fn report(&self, n: u64) {
+        if let Some(c) = &self.cuts {
+            let _ = c.send(SinkCut {
+                output: self.name.clone(),
+                barrier: n,
+                file_length: None,
+            });
+        }
+    }
+
+    /// Waits until everything sent is delivered, failing if some was not.
+    fn flush(&self, producer: &SinkProducer) -> Result<(), SinkError> {
+        producer
+            .flush(self.flush_timeout)
+            .map_err(|e| self.err(format!("flushing: {e}")))?;
+        self.check()
+    }
+
     /// Produces one message, waiting while librdkafka's queue is full.
-    fn send(&self, line: &[u8], key: Option<&[u8]>) -> Result<(), SinkError> {
+    fn send(&self, producer: &SinkProducer, line: &[u8], key: Option<&[u8]>) -> Result<(), SinkError> {
         let mut record = BaseRecord::to(&self.topic).payload(line);
         if let Some(k) = key {
             record = record.key(k);
         }
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    producer.poll(Duration::from_millis(50));
                 }
                 Err((e, _)) => return Err(self.err(format!("producing to {}: {e}", self.topic))),
             }
@@ -249,12 +328,13 @@ impl OutputThread {
 
     /// Commits the open transaction (flushing it first) and, if `more`,
     /// begins the next one.
-    fn commit(&self, more: bool) -> Result<(), SinkError> {
-        self.producer
+    fn commit(&self, producer: &SinkProducer, more: bool) -> Result<(), SinkError> {
+        producer
             .commit_transaction(self.flush_timeout)
             .map_err(|e| self.err(format!("committing a transaction: {e}")))?;
+        self.check()?;
         if more {
-            self.producer
+            producer
                 .begin_transaction()
                 .map_err(|e| self.err(format!("beginning a transaction: {e}")))?;
         }
@@ -275,10 +355,7 @@ impl OutputThread {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .unwrap_or_default();
-        Err(self.err(format!(
-            "{failed} message(s) to {} could not be delivered: {first}",
-            self.topic
-        )))
+        Err(self.err(format!("{failed} message(s) could not be delivered: {first}")))
     }
 }
 

@@ -3,7 +3,8 @@
 //! [`file_source`] reads raw records from files with a framing and resumable
 //! positions; [`kafka_source`] reads raw message values of topics with
 //! positions per partition kept by the host; [`file_sink`] writes JSON lines
-//! per output and [`kafka_sink`] produces them to topics, keyed by entity.
+//! per output and [`kafka_sink`] produces them to topics, keyed by entity,
+//! exactly once with checkpoints through [`kafka_txn`]'s two-phase commit.
 //! Connectors move bytes only; decoding happens in deserializer components
 //! after the shuffle.
 
@@ -12,6 +13,7 @@ pub mod file_source;
 mod kafka_queue;
 pub mod kafka_sink;
 pub mod kafka_source;
+pub mod kafka_txn;
 mod output;
 
 pub use output::{EpochGate, Event, OutputWriter};

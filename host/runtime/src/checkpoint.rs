@@ -39,6 +39,7 @@ use wafer_checkpoint::manifest::{
 use wafer_checkpoint::{CheckpointStore, Kind};
 use wafer_connectors::SinkCut;
 use wafer_connectors::file_source::FilePosition;
+use wafer_connectors::kafka_txn::{self, Transactions};
 use wafer_metrics::CheckpointMetrics;
 use wafer_state::{Frozen, StateDb};
 
@@ -217,6 +218,10 @@ pub(crate) struct CoordinatorSetup {
     pub control: Arc<Control>,
     pub metrics: CheckpointMetrics,
     pub dir: PathBuf,
+    /// The Kafka sink's epoch transactions, committed with each cut.
+    pub commits: Option<Arc<Transactions>>,
+    /// The newest cut whose Kafka transactions are known committed.
+    pub committed: u64,
 }
 
 /// A savepoint asked for through a request file.
@@ -240,7 +245,9 @@ struct Pending {
     /// The RocksDB checkpoint, once every keyed worker reported.
     db_dir: Option<PathBuf>,
     pause: Duration,
-    sinks: HashMap<String, Option<u64>>,
+    /// Each output's cut once it reported: a file's length, or `None`
+    /// (Kafka).
+    sinks: HashMap<String, Option<Option<u64>>>,
 }
 
 /// Where `wafer savepoint` leaves requests and finds answers.
@@ -321,7 +328,10 @@ pub(crate) fn run_coordinator(mut s: CoordinatorSetup) -> Result<(), RuntimeErro
         if complete && let Some(p) = pending.take() {
             let id = p.id;
             match finish(&mut s, p, &ended) {
-                Ok(()) => failures = 0,
+                Ok(checkpoint) => {
+                    failures = 0;
+                    completed(&mut s, id, checkpoint)?;
+                }
                 Err(e) => fail(&mut s, &mut failures, id, &e)?,
             }
         } else if let Some(p) = &pending
@@ -453,7 +463,8 @@ fn take(p: &mut Pending, r: Report) {
             p.pause = p.pause.max(paused);
         }
         Report::Sink(c) if c.barrier == p.id => {
-            p.sinks.insert(c.output.clone(), c.file_length);
+            tracing::debug!(id = p.id, output = %c.output, "output reached the cut");
+            p.sinks.insert(c.output.clone(), Some(c.file_length));
         }
         _ => {}
     }
@@ -488,8 +499,32 @@ fn fail(s: &mut CoordinatorSetup, failures: &mut u32, id: u64, why: &str) -> Res
     Ok(())
 }
 
-/// Builds the manifest, uploads the state files and writes it.
-fn finish(s: &mut CoordinatorSetup, p: Pending, ended: &[Option<SourcePos>]) -> Result<(), String> {
+/// Cut `id` is written: its Kafka transactions commit, then (for a
+/// checkpoint) sources commit their offsets. A failed commit fails the job:
+/// the cut's output may be lost, and only a restart, which restores the
+/// cut the commit marker names, replays it.
+fn completed(s: &mut CoordinatorSetup, id: u64, checkpoint: bool) -> Result<(), RuntimeError> {
+    if let Some(t) = &s.commits {
+        if let Err(e) = t.commit(id) {
+            s.control.fail();
+            return Err(RuntimeError::Internal(format!(
+                "cut {id} is written but its Kafka transactions did not commit ({e}); \
+                 a restart replays them"
+            )));
+        }
+        s.committed = id;
+    }
+    if checkpoint {
+        for src in &s.sources {
+            let _ = src.cmd.send(SourceCmd::Completed { id });
+        }
+    }
+    Ok(())
+}
+
+/// Builds the manifest, uploads the state files and writes it; whether it
+/// was a checkpoint (not a savepoint).
+fn finish(s: &mut CoordinatorSetup, p: Pending, ended: &[Option<SourcePos>]) -> Result<bool, String> {
     let mut m = Manifest {
         format_version: wafer_checkpoint::FORMAT_VERSION,
         id: p.id,
@@ -576,10 +611,20 @@ fn finish(s: &mut CoordinatorSetup, p: Pending, ended: &[Option<SourcePos>]) -> 
     for (name, length) in &p.sinks {
         m.outputs.push(Output {
             name: name.clone(),
-            file_length: *length,
+            file_length: length.flatten(),
         });
     }
     m.outputs.sort_by(|a, b| a.name.cmp(&b.name));
+    m.kafka_commits = s.commits.as_ref().map(|t| {
+        let t = t.settings();
+        manifest::KafkaCommits {
+            transactional_id: t.prefix.clone(),
+            slots: t.slots as u32,
+            group: kafka_txn::marker_group(&t.prefix),
+            topic: t.marker_topic.clone(),
+            committed_before: s.committed,
+        }
+    });
     if let Some(db) = &s.db {
         m.operators = db
             .operators()
@@ -630,6 +675,7 @@ fn finish(s: &mut CoordinatorSetup, p: Pending, ended: &[Option<SourcePos>]) -> 
         Some(r) => {
             tracing::info!(id = m.id, name = %r.name, bytes, "savepoint written");
             answer(r, Ok(s.store_path(&r.name)));
+            Ok(false)
         }
         None => {
             tracing::debug!(
@@ -640,13 +686,10 @@ fn finish(s: &mut CoordinatorSetup, p: Pending, ended: &[Option<SourcePos>]) -> 
                 pause_ms = p.pause.as_millis() as u64,
                 "checkpoint complete"
             );
-            for src in &s.sources {
-                let _ = src.cmd.send(SourceCmd::Completed { id: m.id });
-            }
             s.previous = Some(m);
+            Ok(true)
         }
     }
-    Ok(())
 }
 
 impl CoordinatorSetup {

@@ -297,6 +297,7 @@ impl Prepared {
         }
         // Outputs end their last epochs as they close; the coordinator can
         // then finish a checkpoint (or the savepoint of a stop) under way.
+        let txns = plan.sink.transactions();
         let outputs = plan.sink.finish();
         if let Some(f) = plan.cut_forwarder.take() {
             let _ = f.join();
@@ -315,6 +316,15 @@ impl Prepared {
                         "the checkpoint coordinator panicked".into(),
                     ));
                 }
+            }
+        }
+        // The last cut is settled: the Kafka output after it commits if the
+        // job succeeded (it ran to its end), else it is aborted and a
+        // restart replays it.
+        if let Some(t) = txns {
+            let succeeded = first_error.is_none() && outputs.is_ok();
+            if let Err(e) = t.finish(succeeded) {
+                first_error.get_or_insert(RuntimeError::Sink(e));
             }
         }
         drop(plan.state_db);

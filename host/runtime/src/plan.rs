@@ -115,7 +115,7 @@ pub(crate) fn prepare(
     opts: &StartOptions,
 ) -> Result<Plan, RuntimeError> {
     let store = restore::store(job)?;
-    let restored = restore::load(store.as_ref(), opts)?;
+    let restored = restore::load(job, store.as_ref(), opts)?;
     let source_states = match &restored {
         Some(r) => restore::sources(job, &r.manifest, opts.allow_dropped_state)?,
         None => vec![None; job.sources.len()],
@@ -162,7 +162,7 @@ pub(crate) fn prepare(
         .unwrap_or_default();
     let (cuts_tx, cuts_rx) = crossbeam_channel::unbounded::<wafer_connectors::SinkCut>();
     let sink = Sinks::open(
-        &job.sink,
+        job,
         &outputs,
         job.channel_capacity * 4,
         &lengths,
@@ -391,6 +391,13 @@ pub(crate) fn prepare(
                     control: control.clone(),
                     metrics: metrics.checkpoint(),
                     dir: c.dir.clone(),
+                    commits: sink.transactions(),
+                    // A restored cut's transactions were committed (the
+                    // restore checked the marker).
+                    committed: restored
+                        .as_ref()
+                        .filter(|r| r.manifest.kafka_commits.is_some())
+                        .map_or(0, |r| r.manifest.id),
                 },
                 reports_tx,
             ))

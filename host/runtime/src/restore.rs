@@ -12,13 +12,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use wafer_checkpoint::manifest::{Manifest, SourceState};
+use wafer_checkpoint::manifest::{KafkaCommits, Manifest, SourceState};
 use wafer_checkpoint::{CheckpointStore, Kind};
 use wafer_connectors::file_source::FilePosition;
+use wafer_connectors::kafka_txn;
 use wafer_job::Job;
 
 use crate::RuntimeError;
 use crate::checkpoint::KeyedCut;
+use crate::sinks;
 
 /// How to start a job.
 #[derive(Debug, Clone, Default)]
@@ -45,20 +47,32 @@ fn restore_error(message: impl Into<String>) -> RuntimeError {
     }
 }
 
-/// Opens the job's checkpoint store, if it has checkpoints.
+/// Opens the job's checkpoint store, if it has checkpoints. With Kafka
+/// transactions at least two checkpoints are kept: the one the commit
+/// marker names must outlive the next one until that one commits.
 pub(crate) fn store(job: &Job) -> Result<Option<CheckpointStore>, RuntimeError> {
     match &job.checkpoints {
-        Some(c) => CheckpointStore::local(&c.dir, c.retain)
-            .map(Some)
-            .map_err(|e| restore_error(e.to_string())),
+        Some(c) => {
+            let retain = if sinks::epoch_transactions(job) {
+                c.retain.max(2)
+            } else {
+                c.retain
+            };
+            CheckpointStore::local(&c.dir, retain)
+                .map(Some)
+                .map_err(|e| restore_error(e.to_string()))
+        }
         None => Ok(None),
     }
 }
 
 /// Finds what to start from: the savepoint asked for, else the latest
 /// complete checkpoint whose files check out (corrupt ones are reported and
-/// skipped; checkpoints newer than the one used are discarded).
+/// skipped; checkpoints newer than the one used are discarded). With Kafka
+/// transactions, the checkpoint whose records the commit marker says were
+/// committed ([`pick`]).
 pub(crate) fn load(
+    job: &Job,
     store: Option<&CheckpointStore>,
     opts: &StartOptions,
 ) -> Result<Option<Restored>, RuntimeError> {
@@ -68,6 +82,15 @@ pub(crate) fn load(
         let manifest = store
             .savepoint(&name)
             .map_err(|e| restore_error(format!("savepoint {}: {e}", path.display())))?;
+        if let Some(marker) = committed_marker(job, &manifest)?
+            && marker > manifest.id
+        {
+            tracing::warn!(
+                savepoint = manifest.id,
+                committed = marker,
+                "Kafka output after this savepoint was already committed; it will be written again"
+            );
+        }
         tracing::info!(savepoint = %path.display(), id = manifest.id, "starting from a savepoint");
         return Ok(Some(Restored { manifest, store }));
     }
@@ -76,7 +99,53 @@ pub(crate) fn load(
     for s in &skipped {
         tracing::warn!(id = s.id, reason = %s.reason, "skipping checkpoint");
     }
-    let Some(manifest) = latest else { return Ok(None) };
+    let Some(latest) = latest else { return Ok(None) };
+    let manifest = match latest.kafka_commits.clone() {
+        None => latest,
+        Some(k) => {
+            let marker = committed_marker(job, &latest)?;
+            match pick(latest.id, &k, marker).map_err(restore_error)? {
+                Pick::Latest => latest,
+                Pick::Fresh => {
+                    tracing::info!(
+                        id = latest.id,
+                        "no Kafka transaction of this job ever committed: starting from the beginning"
+                    );
+                    store.discard_after(0).map_err(|e| restore_error(e.to_string()))?;
+                    return Ok(None);
+                }
+                Pick::Checkpoint(id) => {
+                    let older = store.checkpoint(id).map_err(|e| restore_error(e.to_string()))?;
+                    let Some(older) = older else {
+                        return Err(restore_error(format!(
+                            "checkpoint {id}, the last whose Kafka output was committed, is missing; \
+                             restoring another would lose or repeat output"
+                        )));
+                    };
+                    tracing::info!(
+                        id,
+                        newer = latest.id,
+                        "the Kafka transactions after checkpoint {id} never committed (they were aborted): restoring it"
+                    );
+                    older
+                }
+                Pick::Savepoint(id) => {
+                    let Some(manifest) = savepoint_by_id(store, id)? else {
+                        return Err(restore_error(format!(
+                            "the Kafka output was committed up to cut {id}, after the latest checkpoint \
+                             ({}), and no savepoint has that id; restoring would repeat output",
+                            latest.id
+                        )));
+                    };
+                    tracing::info!(id, name = %manifest.name, "restoring the savepoint the Kafka output was last committed with");
+                    return Ok(Some(Restored {
+                        manifest,
+                        store: store.clone(),
+                    }));
+                }
+            }
+        }
+    };
     store
         .discard_after(manifest.id)
         .map_err(|e| restore_error(e.to_string()))?;
@@ -85,6 +154,76 @@ pub(crate) fn load(
         manifest,
         store: store.clone(),
     }))
+}
+
+/// Fences the transactions a cut's Kafka sink may have left open and reads
+/// its commit marker; `None` when the cut had no Kafka transactions (or the
+/// job no longer has them, which is only warned about).
+fn committed_marker(job: &Job, m: &Manifest) -> Result<Option<u64>, RuntimeError> {
+    let Some(k) = &m.kafka_commits else {
+        return Ok(None);
+    };
+    let Some(settings) = sinks::txn_settings(job, k.topic.clone()) else {
+        tracing::warn!(
+            id = m.id,
+            "the checkpoint's Kafka output was transactional and the job's no longer is: \
+             its commit is not checked"
+        );
+        return Ok(None);
+    };
+    kafka_txn::recover(&settings, k.slots as usize, &k.group, &k.topic)
+        .map_err(|e| restore_error(format!("checking which Kafka transactions committed: {e}")))
+}
+
+fn savepoint_by_id(store: &CheckpointStore, id: u64) -> Result<Option<Manifest>, RuntimeError> {
+    for name in store.savepoints().map_err(|e| restore_error(e.to_string()))? {
+        match store.savepoint(&name) {
+            Ok(m) if m.id == id => return Ok(Some(m)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(savepoint = %name, error = %e, "skipping savepoint"),
+        }
+    }
+    Ok(None)
+}
+
+/// Which cut to restore when the job's Kafka output is transactional.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// The latest checkpoint: its transactions committed.
+    Latest,
+    /// An older checkpoint: the newer ones' transactions were aborted.
+    Checkpoint(u64),
+    /// The savepoint with this id: it was committed after the latest
+    /// checkpoint.
+    Savepoint(u64),
+    /// Nothing: no transaction ever committed.
+    Fresh,
+}
+
+/// Presumed abort: the cut to restore is the one the commit marker names.
+/// `latest`: the newest valid checkpoint, with what its sink knew (`k`);
+/// `marker`: the newest committed cut, read after
+/// every transaction left open was aborted.
+pub(crate) fn pick(latest: u64, k: &KafkaCommits, marker: Option<u64>) -> Result<Pick, String> {
+    match marker {
+        Some(kafka_txn::FINISHED) => Err(
+            "this job ran to the end of its input and committed all its Kafka \
+             output; remove the checkpoint directory to run it again"
+                .into(),
+        ),
+        Some(m) if m == latest => Ok(Pick::Latest),
+        Some(m) if m < latest => Ok(Pick::Checkpoint(m)),
+        Some(m) => Ok(Pick::Savepoint(m)),
+        None if k.committed_before == 0 => Ok(Pick::Fresh),
+        None => Err(format!(
+            "the commit marker of the Kafka output is gone (cut {} was committed before \
+             checkpoint {latest}; Kafka drops an idle group's offsets after `offsets.retention.minutes`), \
+             so which of the last transactions committed cannot be told. To start from checkpoint \
+             {latest} anyway, set the offset of group `{}` on `{}` partition 0 to {latest} \
+             (kafka-consumer-groups --reset-offsets --to-offset {latest})",
+            k.committed_before, k.group, k.topic
+        )),
+    }
 }
 
 /// `<root>/savepoints/<name>` → (root, name).
@@ -323,5 +462,32 @@ mod tests {
         let (root, name) = savepoint_location(Path::new("/x/ck/savepoints/half")).unwrap();
         assert_eq!((root, name.as_str()), (PathBuf::from("/x/ck"), "half"));
         assert!(savepoint_location(Path::new("/x/ck/half")).is_err());
+    }
+
+    #[test]
+    fn transactional_output_restores_the_cut_its_commit_marker_names() {
+        let k = |before| KafkaCommits {
+            committed_before: before,
+            group: "g.commits".into(),
+            topic: "out".into(),
+            ..KafkaCommits::default()
+        };
+        // Crash after checkpoint 9's commit, or before it.
+        assert_eq!(pick(9, &k(8), Some(9)), Ok(Pick::Latest));
+        assert_eq!(pick(9, &k(8), Some(8)), Ok(Pick::Checkpoint(8)));
+        // Failed checkpoints in between: the last committed one.
+        assert_eq!(pick(9, &k(5), Some(5)), Ok(Pick::Checkpoint(5)));
+        // A savepoint after the latest checkpoint was committed last.
+        assert_eq!(pick(9, &k(9), Some(10)), Ok(Pick::Savepoint(10)));
+        // Nothing ever committed: the first checkpoint's commit was lost.
+        assert_eq!(pick(1, &k(0), None), Ok(Pick::Fresh));
+        // The marker vanished although commits happened: no guessing.
+        let gone = pick(9, &k(8), None).unwrap_err();
+        assert!(
+            gone.contains("g.commits") && gone.contains("`out` partition 0 to 9"),
+            "{gone}"
+        );
+        let done = pick(9, &k(9), Some(kafka_txn::FINISHED)).unwrap_err();
+        assert!(done.contains("ran to the end of its input"), "{done}");
     }
 }
