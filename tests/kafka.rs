@@ -322,6 +322,110 @@ fn exactly_once_sink_with_checkpoints_commits_each_epoch_once() {
     exactly_once_run(true);
 }
 
+/// Sets the commit marker the way a committed transaction would (the mock
+/// cluster takes transactional offsets but does not keep them).
+fn set_marker(brokers: &str, value: i64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "wafer-user-features.commits")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("eo.purchases_5m", 0, Offset::Offset(value))
+        .expect("tpl");
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit marker");
+}
+
+fn checkpoint_ids(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .expect("checkpoint dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-")?.parse().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_restart_restores_the_checkpoint_the_kafka_commit_marker_names() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("eo.purchases_5m", 3, 1).expect("topic");
+    mock.create_topic("eo.sessions", 3, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let s = Scratch::new();
+    let input = s
+        .reference_events("events", 200_000, 5000, 31)
+        .with_extension("jsonl");
+    let ckpt = s.path("checkpoints");
+    let out = s.path("out");
+    let env = [
+        ("INPUT", input.to_str().unwrap()),
+        ("KAFKA_SINK_BROKERS", brokers.as_str()),
+        ("KAFKA_OUTPUT_PREFIX", "eo."),
+        ("KAFKA_DELIVERY", "exactly-once"),
+        ("PARALLELISM", "2"),
+        ("OUTPUT_DIR", out.to_str().unwrap()),
+        ("CHECKPOINT_DIR", ckpt.to_str().unwrap()),
+        ("CHECKPOINT_INTERVAL", "50ms"),
+        ("WAFER_LOG", "info"),
+    ];
+    let job = repo().join("examples/user-features/job.yaml");
+    s.run_ok(&job, &env);
+    let ids = checkpoint_ids(&ckpt);
+    assert!(ids.len() >= 2, "checkpoints kept: {ids:?}");
+    let (oldest, newest) = (ids[0], ids[ids.len() - 1]);
+
+    // The transactions after the oldest kept checkpoint never committed:
+    // the restart must restore it (not the newest), and replay the rest.
+    set_marker(&brokers, oldest as i64);
+    let log = s.run_ok(&job, &env);
+    let log = String::from_utf8_lossy(&log.stderr);
+    assert!(
+        log.contains("never committed") && log.contains(&format!("id={oldest}")),
+        "did not restore checkpoint {oldest} of {ids:?}:\n{log}"
+    );
+    let discarded = log
+        .lines()
+        .any(|l| l.contains("discarding checkpoint") && l.contains(&format!("id={newest}")));
+    assert!(
+        discarded,
+        "checkpoint {newest}, whose transactions were aborted, was not discarded:\n{log}"
+    );
+    // Files restored from that checkpoint and finished: exactly the oracle
+    // (late records and dead letters once each); the features in Kafka end
+    // with the oracle's values (the mock shows aborted records too, so
+    // only the last value per key is checked).
+    let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
+    common::assert_late_and_dead_letters(&s, "out", &expected);
+    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    let rows = |t: &str| {
+        consume_all(&brokers, t)
+            .into_iter()
+            .map(|(_, _, r)| r)
+            .collect::<Vec<_>>()
+    };
+    assert_upserts(
+        &rows("eo.sessions"),
+        &want("sessions"),
+        &["user_id", "session_start_ms"],
+        "sessions",
+    );
+    assert_upserts(
+        &rows("eo.purchases_5m"),
+        &want("purchases_5m"),
+        &["user_id", "window_start_ms"],
+        "purchases_5m",
+    );
+
+    // A job whose whole output was committed does not run again.
+    set_marker(&brokers, i64::MAX);
+    let again = s.run(&job, &env);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "ran again after committing everything");
+    assert!(err.contains("ran to the end of its input"), "{err}");
+}
+
 /// Runs user-features into an exactly-once Kafka sink (on librdkafka's mock
 /// cluster: tansu 0.6 has no EndTxn) and reads it back read-committed.
 /// With `checkpoints`, every 50 ms: each epoch is its own transaction,

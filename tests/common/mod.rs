@@ -344,7 +344,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 /// The `late` output against the oracle's as a multiset, and the number of
 /// dead letters, for either reference job.
-fn assert_late_and_dead_letters(s: &Scratch, dir: &str, expected: &Value) {
+pub fn assert_late_and_dead_letters(s: &Scratch, dir: &str, expected: &Value) {
     assert_eq!(
         sorted(&s.output(dir, "late")),
         sorted(&expected["late"].as_array().cloned().unwrap_or_default()),
