@@ -179,6 +179,15 @@ fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
             ("OUTPUT_DIR", out.to_str().unwrap()),
         ],
     );
+    // Read to the end: no partition is behind.
+    let metrics = s.metrics();
+    for p in 0..2 {
+        let lag = common::metric(
+            &metrics,
+            &format!(r#"wafer_source_lag_messages{{partition="events/{p}",source="events"}}"#),
+        );
+        assert_eq!(lag, Some(0.0), "lag of events/{p}:\n{metrics}");
+    }
     let file_out = s.path("file");
     s.run_ok(
         &job,

@@ -34,6 +34,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
@@ -149,6 +150,9 @@ struct Shared {
     lanes: HashMap<(String, i32), (Partition, u32)>,
     /// Partitions assigned now.
     assigned: std::collections::BTreeSet<(String, i32)>,
+    /// The broker's end of each partition (last stable offset, else high
+    /// watermark) as of librdkafka's last statistics: the lag's reference.
+    ends: HashMap<(String, i32), i64>,
 }
 
 impl Shared {
@@ -174,6 +178,25 @@ struct Ctx {
 }
 
 impl ClientContext for Ctx {
+    /// librdkafka's statistics (every `statistics.interval.ms`, served by
+    /// `poll`) carry each partition's end as the fetcher last saw it.
+    fn stats(&self, statistics: Statistics) {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        for (topic, t) in statistics.topics {
+            for (p, part) in t.partitions {
+                // -1 is librdkafka's placeholder for unassigned messages.
+                let end = if part.ls_offset >= 0 {
+                    part.ls_offset
+                } else {
+                    part.hi_offset
+                };
+                if p >= 0 && end >= 0 {
+                    shared.ends.insert((topic.clone(), p), end);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // End of partition is how bounded reading learns where it is, not
         // a failure.
@@ -328,6 +351,8 @@ impl KafkaReader {
             // Partitions added while running are noticed within seconds
             // (librdkafka's default is 5 minutes).
             .set("topic.metadata.refresh.interval.ms", "10000")
+            // Statistics carry the partitions' ends, for the lag.
+            .set("statistics.interval.ms", "1000")
             // Fetch big batches: deserialization happens downstream in parallel.
             .set("fetch.wait.max.ms", "50")
             .set("queued.min.messages", "200000")
@@ -754,6 +779,36 @@ impl KafkaReader {
         v
     }
 
+    /// How many messages each partition read here is behind, in partition
+    /// order: an unbounded reader, behind the broker's end (as of
+    /// librdkafka's last statistics) for the partitions assigned to it
+    /// now; a bounded one, behind its bound (0 once finished).
+    pub fn lag(&self) -> Vec<((String, i32), i64)> {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = match &self.ends {
+            Some(bounds) => shared
+                .positions
+                .iter()
+                .filter_map(|(k, pos)| {
+                    let (_, lane) = shared.lanes.get(k)?;
+                    let left = bounds.get(lane).map_or(0, |b| (b.end - pos.get()).max(0));
+                    Some((k.clone(), left))
+                })
+                .collect(),
+            None => shared
+                .positions
+                .iter()
+                .filter(|(k, _)| shared.assigned.contains(*k))
+                .filter_map(|(k, pos)| {
+                    let end = shared.ends.get(k)?;
+                    Some((k.clone(), (end - pos.get()).max(0)))
+                })
+                .collect(),
+        };
+        v.sort();
+        v
+    }
+
     /// Commits the given positions to the group (those of a completed
     /// checkpoint), for monitoring tools.
     pub fn commit_positions(&mut self, positions: &[((String, i32), i64)]) {
@@ -842,4 +897,56 @@ fn is_fatal(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidConfig
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use wafer_test_broker::{Broker, Storage};
+
+    use super::*;
+
+    #[test]
+    fn lag_is_what_the_broker_holds_beyond_the_readers_position() {
+        let broker = Broker::start(Storage::Memory);
+        broker.create_topics(&[("lagging", 1)]);
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .create()
+            .unwrap();
+        for i in 0..100 {
+            producer
+                .send(BaseRecord::<(), str>::to("lagging").payload(&format!("m{i}")))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let mut reader = KafkaReader::open(
+            KafkaSettings {
+                brokers: broker.addr.clone(),
+                topics: vec!["lagging".into()],
+                group: "lag-test".into(),
+                start: Start::Earliest,
+                bounded: false,
+                connect_timeout: Duration::from_secs(30),
+                properties: vec![("statistics.interval.ms".into(), "100".into())],
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        // One message at a time until the statistics have the end, and
+        // then a few more: the lag follows the reader.
+        let (mut read, mut seen) = (0i64, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.len() < 5 && Instant::now() < deadline {
+            reader.read(1, Duration::from_millis(150), |_| read += 1).unwrap();
+            if let [(p, lag)] = reader.lag().as_slice() {
+                assert_eq!(*p, ("lagging".to_string(), 0));
+                seen.push((read, *lag));
+            }
+        }
+        assert_eq!(seen.len(), 5, "no lag reported");
+        for (read, lag) in seen {
+            assert_eq!(lag, 100 - read, "lag after reading {read}");
+        }
+    }
 }

@@ -65,6 +65,7 @@ pub struct Metrics {
     component_calls: IntCounterVec,
     watermark: GaugeVec,
     watermark_lag: GaugeVec,
+    source_lag: GaugeVec,
     state_size: GaugeVec,
     peak_rss: prometheus::Gauge,
     checkpoints: IntCounterVec,
@@ -192,6 +193,11 @@ impl Metrics {
                 "Wall-clock time minus the current watermark of an operator.",
                 &["operator"],
             ),
+            source_lag: gauge(
+                "wafer_source_lag_messages",
+                "Messages a Kafka partition's reader is behind the partition's end (last stable offset), per source and `topic/partition`.",
+                &["source", "partition"],
+            ),
             state_size: gauge(
                 "wafer_keyed_state",
                 "Keyed state of a keyed worker: live state entries (one per key and declared state, or window of a key) and pending timers, now and at their peak.",
@@ -293,6 +299,11 @@ impl Metrics {
             self.watermark.with_label_values(&[operator]),
             self.watermark_lag.with_label_values(&[operator]),
         )
+    }
+
+    /// How far a source's partition is behind its end.
+    pub fn source_lag(&self, source: &str, partition: &str) -> Gauge {
+        self.source_lag.with_label_values(&[source, partition])
     }
 
     /// Gauges of a keyed worker's state size: (entries, peak entries,

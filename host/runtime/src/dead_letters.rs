@@ -28,6 +28,11 @@ impl DeadLetters {
         }
     }
 
+    /// The job's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Records one dead letter.
     pub(crate) fn push(&mut self, dl: &DeadLetter) {
         dl.write_json(&mut self.buf);

@@ -13,6 +13,7 @@
 //! in the order they were read, whatever the parallelism and however the
 //! threads race.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,7 +176,14 @@ pub(crate) fn run_source(
 ) -> Result<SourceStats, ReadError> {
     match reader {
         Reader::File(r) => Ok(run_file_source(name, r, senders, batch_size, dead_letters, link)?),
-        Reader::Kafka(r) => Ok(run_kafka_source(*r, senders, batch_size, dead_letters, link)?),
+        Reader::Kafka(r) => Ok(run_kafka_source(
+            &name,
+            *r,
+            senders,
+            batch_size,
+            dead_letters,
+            link,
+        )?),
     }
 }
 
@@ -311,7 +319,12 @@ const KAFKA_HEARTBEAT: Duration = Duration::from_millis(500);
 /// How often a Kafka source commits its positions back to the group.
 const KAFKA_COMMIT_EVERY: Duration = Duration::from_secs(5);
 
+/// How often a Kafka source updates its partitions' lag gauges (librdkafka
+/// refreshes the partitions' ends every second).
+const KAFKA_LAG_EVERY: Duration = Duration::from_secs(1);
+
 fn run_kafka_source(
+    name: &str,
     mut reader: KafkaReader,
     senders: Vec<Sender<RawBatch>>,
     batch_size: usize,
@@ -325,6 +338,7 @@ fn run_kafka_source(
     // The origin of each lane, made once.
     let mut origins: Vec<Option<Arc<Origin>>> = Vec::new();
     let mut last_sent = std::time::Instant::now();
+    let mut lag = Lag::default();
     tracing::info!(source = %reader.describe(), "reading");
     loop {
         let max = chunker.capacity();
@@ -350,6 +364,7 @@ fn run_kafka_source(
         if link.is_none() {
             reader.commit(KAFKA_COMMIT_EVERY);
         }
+        lag.update(&reader, &dead_letters, name, false);
         let mut done = Vec::new();
         let after = commands(
             &link,
@@ -380,6 +395,7 @@ fn run_kafka_source(
             if link.is_none() {
                 reader.commit(Duration::ZERO);
             }
+            lag.update(&reader, &dead_letters, name, true);
             ended(
                 &link,
                 SourcePos::Kafka {
@@ -388,6 +404,29 @@ fn run_kafka_source(
                 },
             );
             return Ok(chunker.stats);
+        }
+    }
+}
+
+/// A Kafka source's lag gauges, one per partition, set every
+/// [`KAFKA_LAG_EVERY`].
+#[derive(Default)]
+struct Lag {
+    gauges: HashMap<(String, i32), wafer_metrics::Gauge>,
+    last: Option<std::time::Instant>,
+}
+
+impl Lag {
+    fn update(&mut self, reader: &KafkaReader, dl: &DeadLetters, source: &str, now: bool) {
+        if !now && self.last.is_some_and(|t| t.elapsed() < KAFKA_LAG_EVERY) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        for (key, behind) in reader.lag() {
+            self.gauges
+                .entry(key)
+                .or_insert_with_key(|(t, p)| dl.metrics().source_lag(source, &format!("{t}/{p}")))
+                .set(behind as f64);
         }
     }
 }
