@@ -24,6 +24,13 @@
 //! committed. The job restores exactly that cut; later checkpoints, whose
 //! transactions were just aborted, are replayed. So a crash between a
 //! checkpoint and its commit costs a replay, never a duplicate or a loss.
+//!
+//! **The one gap.** A failed checkpoint leaves its epoch's transaction
+//! open; the next complete cut commits both epochs, one transaction after
+//! the other (Kafka cannot commit two atomically), and only the second
+//! moves the marker. A crash in the milliseconds between those two commits
+//! makes the restart repeat the first epoch's records: duplicates, never a
+//! loss.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -265,28 +272,45 @@ impl Transactions {
     }
 
     /// Cut `id` is complete (its manifest is written): commits the
-    /// transactions of every epoch that ended at or before it, each with
-    /// the marker `id`, oldest first. An error means records of a complete
-    /// cut may be lost: the job must fail, and its recovery replays them.
+    /// transactions of every epoch that ended at or before it, oldest
+    /// first, the last with the marker `id`. An error means records of a
+    /// complete cut may be lost: the job must fail, and its recovery
+    /// replays them.
     pub fn commit(&self, id: u64) -> Result<(), SinkError> {
-        let mut pool = self.pool();
-        let ended: Vec<u64> = pool.open.range(..id).map(|(k, _)| *k).collect();
-        for k in ended {
-            let Some(o) = pool.open.remove(&k) else { continue };
-            let producer = pool.producers[o.slot].clone();
-            self.commit_one(&producer, id)?;
-            pool.free.push(o.slot);
+        // Taken out under the lock, committed without it: outputs moving
+        // to the next epoch need not wait for the broker's answers.
+        let ended: Vec<(usize, Arc<SinkProducer>)> = {
+            let mut pool = self.pool();
+            let keys: Vec<u64> = pool.open.range(..id).map(|(k, _)| *k).collect();
+            let mut ended = Vec::new();
+            for k in keys {
+                if let Some(o) = pool.open.remove(&k) {
+                    ended.push((o.slot, pool.producers[o.slot].clone()));
+                }
+            }
+            ended
+        };
+        // Only the newest carries the marker: should the process die
+        // between two commits (possible only after a failed checkpoint), the
+        // marker still names the cut before them, and the restart repeats
+        // the older epoch's records rather than losing the newer one's.
+        let last = ended.len().saturating_sub(1);
+        for (i, (slot, producer)) in ended.into_iter().enumerate() {
+            self.commit_one(&producer, (i == last).then_some(id))?;
+            self.pool().free.push(slot);
         }
         Ok(())
     }
 
-    fn commit_one(&self, producer: &SinkProducer, marker: u64) -> Result<(), SinkError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.settings.marker_topic, 0, Offset::Offset(marker as i64))
-            .map_err(|e| err(e.to_string()))?;
-        producer
-            .send_offsets_to_transaction(&tpl, &self.marker, self.settings.timeout)
-            .map_err(|e| err(format!("cannot add the commit marker to a transaction: {e}")))?;
+    fn commit_one(&self, producer: &SinkProducer, marker: Option<u64>) -> Result<(), SinkError> {
+        if let Some(marker) = marker {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.settings.marker_topic, 0, Offset::Offset(marker as i64))
+                .map_err(|e| err(e.to_string()))?;
+            producer
+                .send_offsets_to_transaction(&tpl, &self.marker, self.settings.timeout)
+                .map_err(|e| err(format!("cannot add the commit marker to a transaction: {e}")))?;
+        }
         producer
             .commit_transaction(self.settings.timeout)
             .map_err(|e| err(format!("committing a transaction: {e}")))
@@ -303,7 +327,7 @@ impl Transactions {
         for o in open.into_values() {
             let producer = pool.producers[o.slot].clone();
             let result = if succeeded && o.records > 0 {
-                self.commit_one(&producer, FINISHED)
+                self.commit_one(&producer, Some(FINISHED))
             } else {
                 producer
                     .abort_transaction(self.settings.timeout)
