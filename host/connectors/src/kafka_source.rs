@@ -489,30 +489,30 @@ impl KafkaReader {
             .max(low);
             tracing::info!(topic = %t, partition = p, from, end = high, "kafka partition (bounded)");
             // Every partition is read, even one whose reported end is not
-            // ahead of the start: some Kafka-protocol brokers under-report
-            // the end (tansu 0.6 answers with its last batch's base offset).
+            // ahead of the start or that looks empty: some Kafka-protocol
+            // brokers under-report the end (tansu 0.6 answers with its last
+            // batch's base offset, 0 for a partition written in one batch).
             // Where the end really is is settled while reading (see
-            // `BoundedPartition`).
-            if high > low || from < high {
-                let (_, lane) = self
-                    .shared
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .lane(&(t.clone(), *p));
-                ends.insert(
-                    lane,
-                    BoundedPartition {
-                        key: (t.clone(), *p),
-                        end: high,
-                        reached: from >= high,
-                        last_seen: Instant::now(),
-                    },
-                );
-                if let Some(q) = &self.queue {
-                    q.route(t, *p);
-                }
-                tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
+            // `BoundedPartition`); a partition that is really empty ends at
+            // its end-of-partition event.
+            let (_, lane) = self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .lane(&(t.clone(), *p));
+            ends.insert(
+                lane,
+                BoundedPartition {
+                    key: (t.clone(), *p),
+                    end: high,
+                    reached: from >= high,
+                    last_seen: Instant::now(),
+                },
+            );
+            if let Some(q) = &self.queue {
+                q.route(t, *p);
             }
+            tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
         }
         self.consumer.assign(&tpl)?;
         self.ends = Some(ends);
@@ -901,10 +901,131 @@ fn is_fatal(e: &KafkaError) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::consumer::BaseConsumer;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use wafer_test_broker::{Broker, Storage};
 
     use super::*;
+
+    /// Produces `m{from}..m{to}` to partition 0 of `topic`.
+    fn produce(brokers: &str, topic: &str, range: std::ops::Range<i64>) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+        for i in range {
+            let payload = format!("m{i}");
+            let rec = BaseRecord::<(), str>::to(topic).payload(&payload).partition(0);
+            producer.send(rec).unwrap();
+            // One batch per message: tansu 0.6 reports a batch's base
+            // offset as the partition's end, and fetches from inside a
+            // batch return nothing.
+            producer.flush(Duration::from_secs(30)).unwrap();
+        }
+    }
+
+    fn open(brokers: &str, topic: &str, group: &str, start: Start, bounded: bool) -> KafkaReader {
+        KafkaReader::open(
+            KafkaSettings {
+                brokers: brokers.into(),
+                topics: vec![topic.into()],
+                group: group.into(),
+                start,
+                bounded,
+                connect_timeout: Duration::from_secs(30),
+                properties: Vec::new(),
+            },
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    /// What a reader hands over until it is done (bounded) or quiet for a
+    /// second (unbounded).
+    fn drain(r: &mut KafkaReader) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            let before = got.len();
+            let more = r
+                .read(100, Duration::from_millis(100), |m| {
+                    got.push(String::from_utf8_lossy(m.payload).into_owned())
+                })
+                .unwrap();
+            if !more {
+                break;
+            }
+            if got.len() > before {
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        got
+    }
+
+    fn names(range: std::ops::Range<i64>) -> Vec<String> {
+        range.map(|i| format!("m{i}")).collect()
+    }
+
+    #[test]
+    fn every_start_reads_from_where_it_says() {
+        let broker = Broker::start(Storage::Memory);
+        broker.create_topics(&[("starts", 1)]);
+        produce(&broker.addr, "starts", 0..5);
+        // Messages are stamped when produced (and tansu looks times up by
+        // when it stored them): m5 is the first after `middle`.
+        std::thread::sleep(Duration::from_millis(100));
+        let middle = wafer_core::time::now_ms();
+        std::thread::sleep(Duration::from_millis(100));
+        produce(&broker.addr, "starts", 5..10);
+        // The group's committed offset, else the earliest.
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("group.id", "g-committed")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("starts", 0, Offset::Offset(7)).unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+        for bounded in [true, false] {
+            let b = if bounded { "bounded" } else { "unbounded" };
+            let mut r = open(&broker.addr, "starts", "g-committed", Start::Committed, bounded);
+            assert_eq!(drain(&mut r), names(7..10), "committed ({b})");
+            let mut r = open(
+                &broker.addr,
+                "starts",
+                &format!("g-none-{b}"),
+                Start::Committed,
+                bounded,
+            );
+            assert_eq!(drain(&mut r), names(0..10), "no commit: earliest ({b})");
+            let mut r = open(
+                &broker.addr,
+                "starts",
+                &format!("g-e-{b}"),
+                Start::Earliest,
+                bounded,
+            );
+            assert_eq!(drain(&mut r), names(0..10), "earliest ({b})");
+            let mut r = open(
+                &broker.addr,
+                "starts",
+                &format!("g-t-{b}"),
+                Start::Timestamp(middle),
+                bounded,
+            );
+            assert_eq!(drain(&mut r), names(5..10), "timestamp ({b})");
+        }
+        // Latest: only what is produced from now on (nothing, bounded).
+        let mut r = open(&broker.addr, "starts", "g-l-bounded", Start::Latest, true);
+        assert_eq!(drain(&mut r), Vec::<String>::new(), "latest (bounded)");
+        let mut r = open(&broker.addr, "starts", "g-l-unbounded", Start::Latest, false);
+        assert_eq!(drain(&mut r), Vec::<String>::new(), "latest (unbounded), before");
+        produce(&broker.addr, "starts", 10..13);
+        assert_eq!(drain(&mut r), names(10..13), "latest (unbounded), after");
+    }
 
     #[test]
     fn lag_is_what_the_broker_holds_beyond_the_readers_position() {
