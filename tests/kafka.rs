@@ -16,76 +16,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, assert_upserts, dead_letter_payload, repo, run_oracle, sorted,
+    Scratch, assert_training_samples, assert_upserts, dead_letter_payload, produce_lines, repo, run_oracle,
+    sorted,
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 use wafer_test_broker::{Broker, Storage};
-
-/// Which partition a test puts a key in (any stable function will do: the
-/// point is that all messages of a key share one partition, in order).
-fn partition_of(key: &[u8], partitions: i32) -> i32 {
-    let h = key
-        .iter()
-        .fold(2166136261u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(16777619));
-    (h % partitions as u32) as i32
-}
-
-/// Produces each line of `input` to `topic`, in file order, into the
-/// partition of its key fields (the first partition for lines without
-/// them), one in flight at a time so offsets follow the order. Returns
-/// `(partition, offset, line)` of every message.
-fn produce_lines(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    input: &Path,
-    key: &[&str],
-) -> Vec<(i32, i64, Vec<u8>)> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("max.in.flight.requests.per.connection", "1")
-        .set("linger.ms", "5")
-        .set("compression.codec", "lz4")
-        .create()
-        .expect("producer");
-    let text = std::fs::read(input).expect("read input");
-    let mut next = vec![0i64; partitions as usize];
-    let mut sent = Vec::new();
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let k: Option<Vec<u8>> = serde_json::from_slice::<Value>(line).ok().and_then(|v| {
-            let parts: Option<Vec<String>> = key
-                .iter()
-                .map(|f| v.get(*f).and_then(Value::as_str).map(str::to_string))
-                .collect();
-            parts.map(|p| p.join("\u{1f}").into_bytes())
-        });
-        let p = k.as_deref().map_or(0, |k| partition_of(k, partitions));
-        loop {
-            let mut rec = BaseRecord::<Vec<u8>, [u8]>::to(topic).payload(line).partition(p);
-            if let Some(k) = &k {
-                rec = rec.key(k);
-            }
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, _)) => {
-                    assert!(format!("{e}").contains("Queue full"), "produce: {e}");
-                    producer.poll(Duration::from_millis(50));
-                }
-            }
-        }
-        sent.push((p, next[p as usize], line.to_vec()));
-        next[p as usize] += 1;
-    }
-    producer.flush(Duration::from_secs(60)).expect("flush");
-    sent
-}
 
 /// Reads a whole topic (read-committed) to the end the broker reports by
 /// end-of-partition events (tansu 0.6 under-reports end offsets when asked,

@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 
 /// The repository root (see `wafer_guests_build::checkout`: a shared build
@@ -389,4 +392,63 @@ pub fn assert_user_features(s: &Scratch, dir: &str, expected: &Value) {
         "sessions",
     );
     assert_late_and_dead_letters(s, dir, expected);
+}
+
+/// Which partition a test puts a key in (any stable function will do: the
+/// point is that all messages of a key share one partition, in order).
+pub fn partition_of(key: &[u8], partitions: i32) -> i32 {
+    let h = key
+        .iter()
+        .fold(2166136261u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(16777619));
+    (h % partitions as u32) as i32
+}
+
+/// Produces each line of `input` to `topic`, in file order, into the
+/// partition of its key fields (the first partition for lines without
+/// them), one in flight at a time so offsets follow the order. Returns
+/// `(partition, offset, line)` of every message.
+pub fn produce_lines(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    input: &Path,
+    key: &[&str],
+) -> Vec<(i32, i64, Vec<u8>)> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("linger.ms", "5")
+        .set("compression.codec", "lz4")
+        .create()
+        .expect("producer");
+    let text = std::fs::read(input).expect("read input");
+    let mut next = vec![0i64; partitions as usize];
+    let mut sent = Vec::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let k: Option<Vec<u8>> = serde_json::from_slice::<Value>(line).ok().and_then(|v| {
+            let parts: Option<Vec<String>> = key
+                .iter()
+                .map(|f| v.get(*f).and_then(Value::as_str).map(str::to_string))
+                .collect();
+            parts.map(|p| p.join("\u{1f}").into_bytes())
+        });
+        let p = k.as_deref().map_or(0, |k| partition_of(k, partitions));
+        loop {
+            let mut rec = BaseRecord::<Vec<u8>, [u8]>::to(topic).payload(line).partition(p);
+            if let Some(k) = &k {
+                rec = rec.key(k);
+            }
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(format!("{e}").contains("Queue full"), "produce: {e}");
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        sent.push((p, next[p as usize], line.to_vec()));
+        next[p as usize] += 1;
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    sent
 }
