@@ -270,6 +270,44 @@ fn training_samples_survives_repeated_sigkill() {
 }
 
 /// The records a finished run read from its sources.
+#[test]
+fn training_samples_from_kafka_survives_repeated_sigkill() {
+    // Two Kafka sources: every restart resumes both from the same cut. On
+    // the mock cluster, for the reason given in the user-features test.
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let s = Scratch::new();
+    let (views, engagements) = s.reference_training("training", (100_000, 400, 60), 5, &[]);
+    mock.create_topic("views", 2, 1).expect("topic");
+    mock.create_topic("engagements", 3, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    produce_lines(&brokers, "views", 2, &views, &["user_id", "item_id"]);
+    produce_lines(&brokers, "engagements", 3, &engagements, &["user_id", "item_id"]);
+    let ckpt = s.path("ckpt");
+    let env: Vec<(&str, String)> = vec![
+        ("KAFKA_BROKERS", brokers.clone()),
+        ("KAFKA_GROUP", "crash-test".into()),
+        ("KAFKA_BOUNDED", "true".into()),
+        ("OUTPUT_DIR", s.path("out").display().to_string()),
+        ("PARALLELISM", "2".into()),
+        ("CHECKPOINT_DIR", ckpt.display().to_string()),
+        ("CHECKPOINT_INTERVAL", "50ms".into()),
+    ];
+    run_with_crashes(
+        &s,
+        &repo().join("examples/training-samples/job.yaml"),
+        &env,
+        &ckpt,
+        5,
+        13,
+    );
+    let expected = run_oracle(
+        "training_samples.py",
+        &[views.as_os_str(), engagements.as_os_str()],
+    );
+    assert!(expected["samples"].as_array().is_some_and(|a| a.len() > 1000));
+    assert_training_samples(&s, "out", &expected);
+}
+
 fn records_read(metrics: &str) -> f64 {
     metric(metrics, "wafer_records_in_total{stage=\"deserialize:events\"}").unwrap_or(0.0)
 }
