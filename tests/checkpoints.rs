@@ -457,3 +457,73 @@ fn a_corrupt_latest_checkpoint_is_skipped_for_the_one_before() {
     );
     check_user_features(&s, &input, "out");
 }
+
+/// Runs the job with `extra` arguments to completion; its status and log.
+fn run_to_end(job: &Path, env: &[(&str, String)], extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafer"));
+    cmd.arg("run").arg(job).args(extra);
+    cmd.env("WAFER_COMPONENTS", components());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run wafer");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn state_the_changed_job_no_longer_has_is_refused_unless_dropped_explicitly() {
+    let s = Scratch::new();
+    let input = user_features_input(&s, 100_000);
+    let ckpt = s.path("ckpt");
+    let job = repo().join("examples/user-features/job.yaml");
+    let mut env = user_features_env(&s, &input, &ckpt, "50ms");
+    let log = s.path("run.log");
+    let mut child = spawn(&job, &env, &log, &[]);
+    while complete_checkpoints(&ckpt).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before a checkpoint: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The source reads another path: a new source id, so the checkpoint's
+    // position would be silently dropped and its files read again.
+    let moved = s.path("moved.jsonl");
+    std::fs::copy(&input, &moved).unwrap();
+    for (k, v) in env.iter_mut() {
+        if *k == "INPUT" {
+            *v = moved.display().to_string();
+        }
+    }
+    let (status, err) = run_to_end(&job, &env, &[]);
+    assert!(!status.success(), "a lost source was accepted: {err}");
+    assert!(
+        err.contains(&format!("file:{}", input.display())) && err.contains("--allow-dropped-state"),
+        "the error names the source and the way out: {err}"
+    );
+    let (status, err) = run_to_end(&job, &env, &["--allow-dropped-state"]);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("dropping the state of sources"), "{err}");
+
+    // An operator with state removed from the job: the same.
+    let yaml = std::fs::read_to_string(&job).unwrap();
+    let start = yaml.find("processors:").unwrap();
+    let end = yaml[start..].find("\nsink:").unwrap() + start;
+    let without = format!("{}{}", &yaml[..start], &yaml[end + 1..])
+        .replace("${WAFER_COMPONENTS:-../../target/components}", components());
+    let changed = s.path("no-sessions.yaml");
+    std::fs::write(&changed, without).unwrap();
+    let (status, err) = run_to_end(&changed, &env, &[]);
+    assert!(
+        !status.success(),
+        "a removed operator's state was dropped silently: {err}"
+    );
+    assert!(
+        err.contains("processor:sessions") && err.contains("--allow-dropped-state"),
+        "the error names the operator and the way out: {err}"
+    );
+}
