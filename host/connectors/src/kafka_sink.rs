@@ -379,7 +379,84 @@ pub fn message_key(line: &[u8], key_by: &[String]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
     use super::*;
+
+    fn at_least_once(brokers: &str) -> KafkaSink {
+        let s = KafkaSinkSettings {
+            brokers: brokers.into(),
+            key_by: vec!["k".into()],
+            compression: "none".into(),
+            exactly_once: false,
+            transactional_id: "t".into(),
+            commit_interval: Duration::from_secs(1),
+            flush_timeout: Duration::from_secs(20),
+            properties: vec![("message.timeout.ms".into(), "5000".into())],
+        };
+        KafkaSink::create(&s, [("a", "out".to_string())], 4, None, None).unwrap()
+    }
+
+    fn lines(n: u32) -> Vec<u8> {
+        (0..n)
+            .map(|i| format!("{{\"k\":\"u{i}\"}}\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    /// Messages in topic `out` (2 partitions).
+    fn count(brokers: &str) -> i64 {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "count")
+            .create()
+            .unwrap();
+        (0..2)
+            .map(|p| {
+                let (lo, hi) = c.fetch_watermarks("out", p, Duration::from_secs(10)).unwrap();
+                hi - lo
+            })
+            .sum()
+    }
+
+    #[test]
+    fn transient_produce_errors_are_retried_and_nothing_is_lost() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 2, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
+        );
+        let sink = at_least_once(&brokers);
+        let w = sink.writer("a").unwrap();
+        w.write(lines(500));
+        drop(w);
+        assert_eq!(sink.finish().unwrap(), vec![("a".to_string(), 500)]);
+        assert_eq!(count(&brokers), 500);
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_delivered_fails_the_output_by_name() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 2, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50],
+        );
+        let sink = at_least_once(&brokers);
+        let w = sink.writer("a").unwrap();
+        w.write(lines(10));
+        drop(w);
+        let err = sink.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("output `a`") && err.contains("could not be delivered") && err.contains("topic out"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn keys_come_from_the_key_fields() {
