@@ -226,12 +226,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let (latest, skipped) = store.latest().map_err(config)?;
             match latest {
-                Some(m) => println!(
-                    "latest checkpoint: {} ({} state files, {} bytes)",
-                    m.id,
-                    m.files.len(),
-                    m.files.iter().map(|f| f.size).sum::<u64>()
-                ),
+                Some(m) => {
+                    println!(
+                        "latest checkpoint: {} ({} state files, {} bytes)",
+                        m.id,
+                        m.files.len(),
+                        m.files.iter().map(|f| f.size).sum::<u64>()
+                    );
+                    // Where its Kafka output's commit marker is: the first
+                    // thing to look at when a restart cannot tell which
+                    // transactions committed.
+                    if let Some(k) = &m.kafka_commits {
+                        println!(
+                            "kafka commit marker: group `{}`, topic `{}` partition 0 (transactional ids `{}-epoch-0..{}`; cut {} was committed before it)",
+                            k.group, k.topic, k.transactional_id, k.slots, k.committed_before
+                        );
+                    }
+                }
                 None => println!("no complete checkpoint"),
             }
             for s in skipped {

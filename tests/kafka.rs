@@ -324,6 +324,15 @@ fn a_restart_restores_the_checkpoint_the_kafka_commit_marker_names() {
     s.run_ok(&job, &env);
     let ids = checkpoint_ids(&ckpt);
     assert!(ids.len() >= 2, "checkpoints kept: {ids:?}");
+    let listing = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["checkpoints", ckpt.to_str().unwrap()])
+        .output()
+        .expect("wafer checkpoints");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("kafka commit marker: group `wafer-user-features.commits`, topic `eo.purchases_5m`"),
+        "{listing}"
+    );
     let (oldest, newest) = (ids[0], ids[ids.len() - 1]);
 
     // The transactions after the oldest kept checkpoint never committed:

@@ -220,7 +220,7 @@ pub(crate) fn pick(latest: u64, k: &KafkaCommits, marker: Option<u64>) -> Result
              checkpoint {latest}; Kafka drops an idle group's offsets after `offsets.retention.minutes`), \
              so which of the last transactions committed cannot be told. To start from checkpoint \
              {latest} anyway, set the offset of group `{}` on `{}` partition 0 to {latest} \
-             (kafka-consumer-groups --reset-offsets --to-offset {latest})",
+             (kafka-consumer-groups --reset-offsets --to-offset {latest}; `wafer checkpoints` shows both)",
             k.committed_before, k.group, k.topic
         )),
     }
