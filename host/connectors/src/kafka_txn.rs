@@ -211,6 +211,24 @@ impl Transactions {
             })?;
             producers.push(Arc::new(p));
         }
+        // The marker is an offset of the first output topic's partition 0:
+        // Kafka refuses it for a topic that does not exist, which would
+        // otherwise surface only at the first commit. Asking for the
+        // topic's metadata creates it where the broker auto-creates topics.
+        let topic = &settings.marker_topic;
+        let metadata = producers[0]
+            .client()
+            .fetch_metadata(Some(topic), settings.timeout)
+            .map_err(|e| err(format!("cannot read the metadata of topic `{topic}`: {e}")))?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic.as_str() && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Err(err(format!(
+                "topic `{topic}` does not exist; it is an output of the job and holds the commit marker of its transactions: create it"
+            )));
+        }
         let consumer = settings.marker_consumer(&settings.marker_group()).map_err(err)?;
         let marker = consumer
             .group_metadata()
@@ -504,6 +522,20 @@ mod tests {
                 .collect();
             assert_eq!(have, want, "order of key u{key}");
         }
+    }
+
+    #[test]
+    fn a_missing_marker_topic_is_named_at_start() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("other", 1, 1).unwrap();
+        let mut s = settings(&mock.bootstrap_servers(), 2);
+        s.properties
+            .push(("allow.auto.create.topics".into(), "false".into()));
+        s.marker_topic = "nowhere".into();
+        mock.topic_error("nowhere", RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            .unwrap();
+        let err = Transactions::start(s).err().expect("refused").to_string();
+        assert!(err.contains("topic `nowhere` does not exist"), "{err}");
     }
 
     #[test]
