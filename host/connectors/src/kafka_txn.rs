@@ -12,10 +12,10 @@
 //!
 //! **Phase two.** Once the checkpoint (or savepoint) at an epoch's end is
 //! written, the coordinator calls [`Transactions::commit`]: every ended
-//! transaction commits, and with it a *commit marker*: the cut's id, stored
-//! as the offset of a consumer group of its own (`<prefix>.commits`) through
-//! `send_offsets_to_transaction`, so the marker moves exactly when the
-//! records become visible.
+//! transaction commits, the last with a *commit marker*: the cut's id,
+//! stored as the offset of a consumer group of its own (`<prefix>.commits`)
+//! through `send_offsets_to_transaction`, so the marker moves exactly when
+//! the records become visible.
 //!
 //! **Recovery.** librdkafka cannot resume another process's transaction, so
 //! a transaction left open by a crash cannot be committed later. Instead,
