@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, assert_user_features, components, metric, produce_lines, repo,
-    run_oracle,
+    Scratch, assert_training_samples, assert_upserts, assert_user_features, components, consume_all, metric,
+    produce_lines, repo, run_oracle,
 };
 use rdkafka::mocking::MockCluster;
 
@@ -270,6 +270,61 @@ fn training_samples_survives_repeated_sigkill() {
 }
 
 /// The records a finished run read from its sources.
+#[test]
+fn user_features_into_kafka_survives_repeated_sigkill() {
+    // Files in, the features out to Kafka at least once (the mock cluster
+    // again): each output flushes at every epoch's end before the
+    // checkpoint may complete, so a restart repeats records but never
+    // loses one, and each key's last value is the oracle's.
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("f.purchases_5m", 2, 1).expect("topic");
+    mock.create_topic("f.sessions", 2, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let s = Scratch::new();
+    let input = user_features_input(&s, 200_000);
+    let ckpt = s.path("ckpt");
+    let mut env = user_features_env(&s, &input, &ckpt, "50ms");
+    env.extend([
+        ("KAFKA_SINK_BROKERS", brokers.clone()),
+        ("KAFKA_OUTPUT_PREFIX", "f.".into()),
+        ("CHECKPOINT_FREEZE_SLICE", "4".into()),
+    ]);
+    // Messages wait in the producer for a second: only the flush at each
+    // epoch's end gets them to the broker before a kill that follows the
+    // checkpoint.
+    let yaml = std::fs::read_to_string(repo().join("examples/user-features/job.yaml"))
+        .unwrap()
+        .replace(
+            "    delivery: ${KAFKA_DELIVERY:-at-least-once}",
+            "    delivery: ${KAFKA_DELIVERY:-at-least-once}\n    properties: { linger.ms: 1000 }",
+        )
+        .replace("${WAFER_COMPONENTS:-../../target/components}", components());
+    let job = s.path("job.yaml");
+    std::fs::write(&job, yaml).unwrap();
+    run_with_crashes(&s, &job, &env, &ckpt, 5, 17);
+    let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
+    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    let rows = |t: &str| {
+        consume_all(&brokers, t)
+            .into_iter()
+            .map(|(_, _, r)| r)
+            .collect::<Vec<_>>()
+    };
+    assert_upserts(
+        &rows("f.sessions"),
+        &want("sessions"),
+        &["user_id", "session_start_ms"],
+        "sessions",
+    );
+    assert_upserts(
+        &rows("f.purchases_5m"),
+        &want("purchases_5m"),
+        &["user_id", "window_start_ms"],
+        "purchases_5m",
+    );
+    common::assert_late_and_dead_letters(&s, "out", &expected);
+}
+
 #[test]
 fn training_samples_from_kafka_survives_repeated_sigkill() {
     // Two Kafka sources: every restart resumes both from the same cut. On

@@ -16,63 +16,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, assert_upserts, dead_letter_payload, produce_lines, repo, run_oracle,
-    sorted,
+    Scratch, assert_training_samples, assert_upserts, consume_all, dead_letter_payload, produce_lines, repo,
+    run_oracle, sorted,
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 use wafer_test_broker::{Broker, Storage};
-
-/// Reads a whole topic (read-committed) to the end the broker reports by
-/// end-of-partition events (tansu 0.6 under-reports end offsets when asked,
-/// so they are not used): `(partition, key, value)`.
-fn consume_all(brokers: &str, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "wafer-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    let mut partitions = BTreeSet::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            partitions.insert(p.id());
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .expect("tpl");
-        }
-    }
-    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let mut done = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < partitions.len() && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                done.insert(p);
-            }
-            Some(Err(e)) => panic!("consuming {topic}: {e}"),
-            Some(Ok(m)) => {
-                let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json value");
-                out.push((m.partition(), m.key().map(<[u8]>::to_vec), v));
-            }
-        }
-    }
-    assert_eq!(done.len(), partitions.len(), "topic {topic} not read to its end");
-    out
-}
 
 /// Asserts that every key of `rows` lives in one partition.
 fn assert_one_partition_per_key(rows: &[(i32, Option<Vec<u8>>, Value)], what: &str) {

@@ -3,13 +3,17 @@
 //! generator, read outputs back.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 /// The repository root (see `wafer_guests_build::checkout`: a shared build
@@ -451,4 +455,50 @@ pub fn produce_lines(
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
     sent
+}
+
+/// Reads a whole topic (read-committed) to the end the broker reports by
+/// end-of-partition events (tansu 0.6 under-reports end offsets when asked,
+/// so they are not used): `(partition, key, value)`.
+pub fn consume_all(brokers: &str, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "wafer-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut partitions = BTreeSet::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            partitions.insert(p.id());
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("tpl");
+        }
+    }
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut done = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < partitions.len() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                done.insert(p);
+            }
+            Some(Err(e)) => panic!("consuming {topic}: {e}"),
+            Some(Ok(m)) => {
+                let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json value");
+                out.push((m.partition(), m.key().map(<[u8]>::to_vec), v));
+            }
+        }
+    }
+    assert_eq!(done.len(), partitions.len(), "topic {topic} not read to its end");
+    out
 }
