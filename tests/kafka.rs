@@ -377,6 +377,12 @@ fn exactly_once_run(checkpoints: bool) {
             "{done} checkpoints completed: {}",
             String::from_utf8_lossy(&log.stderr)
         );
+        let commits = common::metric(
+            &s.metrics(),
+            r#"wafer_checkpoint_seconds_count{phase="kafka_commit"}"#,
+        )
+        .unwrap_or(0.0);
+        assert!(commits >= done, "{commits} commits for {done} checkpoints");
     }
     let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
     let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();

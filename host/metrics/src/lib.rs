@@ -85,6 +85,9 @@ pub struct CheckpointMetrics {
     pub total: Histogram,
     /// How long keyed workers waited for the state snapshot.
     pub pause: Histogram,
+    /// How long committing a cut's Kafka transactions took (exactly-once
+    /// Kafka output only).
+    pub kafka_commit: Histogram,
     /// Id of the last completed one.
     pub id: Gauge,
     /// Its state size.
@@ -218,7 +221,7 @@ impl Metrics {
             ),
             checkpoint_seconds: hist(
                 "wafer_checkpoint_seconds",
-                "Time from a checkpoint's trigger to its manifest (total), and the longest a keyed worker paused for it (pause).",
+                "Time from a checkpoint's trigger to its manifest (total), the longest a keyed worker paused for it (pause), and committing its Kafka transactions (kafka_commit).",
                 &["phase"],
                 exponential_buckets(0.001, 2.0, 16).unwrap_or_default(),
             ),
@@ -274,8 +277,8 @@ impl Metrics {
         }
     }
 
-    /// Checkpoint metrics: (completed, failed) counters, (total, pause)
-    /// duration histograms, and gauges of the last completed one (id, state
+    /// Checkpoint metrics: (completed, failed) counters, (total, pause,
+    /// kafka_commit) duration histograms, and gauges of the last completed one (id, state
     /// bytes, uploaded bytes, files, completed at). Its age is the time
     /// since "completed at".
     pub fn checkpoint(&self) -> CheckpointMetrics {
@@ -285,6 +288,7 @@ impl Metrics {
             failed: self.checkpoints.with_label_values(&["failed"]),
             total: self.checkpoint_seconds.with_label_values(&["total"]),
             pause: self.checkpoint_seconds.with_label_values(&["pause"]),
+            kafka_commit: self.checkpoint_seconds.with_label_values(&["kafka_commit"]),
             id: g("id"),
             bytes: g("state_bytes"),
             uploaded: g("uploaded_bytes"),

@@ -505,7 +505,10 @@ fn fail(s: &mut CoordinatorSetup, failures: &mut u32, id: u64, why: &str) -> Res
 /// cut the commit marker names, replays it.
 fn completed(s: &mut CoordinatorSetup, id: u64, checkpoint: bool) -> Result<(), RuntimeError> {
     if let Some(t) = &s.commits {
-        if let Err(e) = t.commit(id) {
+        let started = Instant::now();
+        let result = t.commit(id);
+        s.metrics.kafka_commit.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
             s.control.fail();
             return Err(RuntimeError::Internal(format!(
                 "cut {id} is written but its Kafka transactions did not commit ({e}); \
