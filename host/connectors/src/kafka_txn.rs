@@ -138,15 +138,21 @@ fn err(message: String) -> SinkError {
 /// were committed, `None` if none ever was.
 pub fn recover(s: &TxnSettings, slots: usize, group: &str, topic: &str) -> Result<Option<u64>, SinkError> {
     for slot in 0..slots.max(s.slots) {
-        fence(s, slot)?;
+        fenced_producer(s, slot, Arc::new(Deliveries::default()))?;
     }
     read_marker(s, group, topic)
 }
 
-fn fence(s: &TxnSettings, slot: usize) -> Result<SinkProducer, SinkError> {
+/// Pool producer `slot`, its transactional id fenced (whatever an earlier
+/// producer with that id left open is aborted).
+fn fenced_producer(
+    s: &TxnSettings,
+    slot: usize,
+    deliveries: Arc<Deliveries>,
+) -> Result<SinkProducer, SinkError> {
     let producer: SinkProducer = s
         .producer_config(slot)
-        .create_with_context(Ctx(Arc::new(Deliveries::default())))
+        .create_with_context(Ctx(deliveries))
         .map_err(|e| err(e.to_string()))?;
     producer.init_transactions(s.timeout).map_err(|e| {
         err(format!(
@@ -199,17 +205,7 @@ impl Transactions {
         let deliveries = Arc::new(Deliveries::default());
         let mut producers = Vec::new();
         for slot in 0..settings.slots.max(2) {
-            let p: SinkProducer = settings
-                .producer_config(slot)
-                .create_with_context(Ctx(deliveries.clone()))
-                .map_err(|e| err(e.to_string()))?;
-            p.init_transactions(settings.timeout).map_err(|e| {
-                err(format!(
-                    "cannot start transactions as {}-epoch-{slot}: {e}",
-                    settings.prefix
-                ))
-            })?;
-            producers.push(Arc::new(p));
+            producers.push(Arc::new(fenced_producer(&settings, slot, deliveries.clone())?));
         }
         // The marker is an offset of the first output topic's partition 0:
         // Kafka refuses it for a topic that does not exist, which would
