@@ -20,10 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, assert_upserts, assert_user_features, components, consume_all, metric,
-    produce_lines, repo, run_oracle,
+    Scratch, assert_training_samples, assert_upserts, assert_user_features, complete_checkpoints, components,
+    consume_all, metric, mock_cluster, produce_lines, repo, run_oracle,
 };
-use rdkafka::mocking::MockCluster;
 
 /// A small deterministic random generator (xorshift), so a failing run can
 /// be repeated.
@@ -55,23 +54,6 @@ fn spawn(job: &Path, env: &[(&str, String)], log: &Path, extra: &[&str]) -> Chil
         .expect("log");
     cmd.stdout(Stdio::null()).stderr(log);
     cmd.spawn().expect("spawn wafer")
-}
-
-/// Ids of the complete checkpoints in `dir` (those with a manifest).
-fn complete_checkpoints(dir: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let id = name.strip_prefix("chk-")?.parse().ok()?;
-                    e.path().join("_MANIFEST").exists().then_some(id)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort_unstable();
-    ids
 }
 
 /// Whether a checkpoint is being written (its state snapshot exists).
@@ -207,11 +189,9 @@ fn user_features_from_kafka_survives_repeated_sigkill() {
     // holding the offset; tansu's SQL storage gets it right but is too
     // slow here). The mock lives in this process and outlives every kill;
     // it keeps at most 100,000 messages (5 MB) per partition.
-    let mock = MockCluster::new(1).expect("mock cluster");
+    let (_mock, brokers) = mock_cluster(&[("events", 2)]);
     let s = Scratch::new();
     let input = user_features_input(&s, 190_000);
-    mock.create_topic("events", 2, 1).expect("topic");
-    let brokers = mock.bootstrap_servers();
     produce_lines(&brokers, "events", 2, &input, &["user_id"]);
     let ckpt = s.path("ckpt");
     let mut env = user_features_env(&s, &input, &ckpt, "50ms");
@@ -269,17 +249,13 @@ fn training_samples_survives_repeated_sigkill() {
     assert_training_samples(&s, "out", &expected);
 }
 
-/// The records a finished run read from its sources.
 #[test]
 fn user_features_into_kafka_survives_repeated_sigkill() {
     // Files in, the features out to Kafka at least once (the mock cluster
     // again): each output flushes at every epoch's end before the
     // checkpoint may complete, so a restart repeats records but never
     // loses one, and each key's last value is the oracle's.
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("f.purchases_5m", 2, 1).expect("topic");
-    mock.create_topic("f.sessions", 2, 1).expect("topic");
-    let brokers = mock.bootstrap_servers();
+    let (_mock, brokers) = mock_cluster(&[("f.purchases_5m", 2), ("f.sessions", 2)]);
     let s = Scratch::new();
     let input = user_features_input(&s, 200_000);
     let ckpt = s.path("ckpt");
@@ -329,12 +305,9 @@ fn user_features_into_kafka_survives_repeated_sigkill() {
 fn training_samples_from_kafka_survives_repeated_sigkill() {
     // Two Kafka sources: every restart resumes both from the same cut. On
     // the mock cluster, for the reason given in the user-features test.
-    let mock = MockCluster::new(1).expect("mock cluster");
+    let (_mock, brokers) = mock_cluster(&[("views", 2), ("engagements", 3)]);
     let s = Scratch::new();
     let (views, engagements) = s.reference_training("training", (100_000, 400, 60), 5, &[]);
-    mock.create_topic("views", 2, 1).expect("topic");
-    mock.create_topic("engagements", 3, 1).expect("topic");
-    let brokers = mock.bootstrap_servers();
     produce_lines(&brokers, "views", 2, &views, &["user_id", "item_id"]);
     produce_lines(&brokers, "engagements", 3, &engagements, &["user_id", "item_id"]);
     let ckpt = s.path("ckpt");
@@ -363,6 +336,7 @@ fn training_samples_from_kafka_survives_repeated_sigkill() {
     assert_training_samples(&s, "out", &expected);
 }
 
+/// The records a finished run read from its sources.
 fn records_read(metrics: &str) -> f64 {
     metric(metrics, "wafer_records_in_total{stage=\"deserialize:events\"}").unwrap_or(0.0)
 }

@@ -11,17 +11,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, assert_upserts, consume_all, dead_letter_payload, produce_lines, repo,
-    run_oracle, sorted,
+    Scratch, assert_training_samples, assert_upserts, consume_all, dead_letter_payload, mock_cluster,
+    produce_lines, repo, run_oracle, sorted,
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 use wafer_test_broker::{Broker, Storage};
@@ -239,22 +238,9 @@ fn set_marker(brokers: &str, value: i64) {
         .expect("commit marker");
 }
 
-fn checkpoint_ids(dir: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::fs::read_dir(dir)
-        .expect("checkpoint dir")
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-")?.parse().ok())
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[test]
 fn a_restart_restores_the_checkpoint_the_kafka_commit_marker_names() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("eo.purchases_5m", 3, 1).expect("topic");
-    mock.create_topic("eo.sessions", 3, 1).expect("topic");
-    let brokers = mock.bootstrap_servers();
+    let (_mock, brokers) = mock_cluster(&[("eo.purchases_5m", 3), ("eo.sessions", 3)]);
     let s = Scratch::new();
     let input = s
         .reference_events("events", 200_000, 5000, 31)
@@ -274,7 +260,7 @@ fn a_restart_restores_the_checkpoint_the_kafka_commit_marker_names() {
     ];
     let job = repo().join("examples/user-features/job.yaml");
     s.run_ok(&job, &env);
-    let ids = checkpoint_ids(&ckpt);
+    let ids = common::complete_checkpoints(&ckpt);
     assert!(ids.len() >= 2, "checkpoints kept: {ids:?}");
     let listing = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
         .args(["checkpoints", ckpt.to_str().unwrap()])
@@ -342,10 +328,7 @@ fn a_restart_restores_the_checkpoint_the_kafka_commit_marker_names() {
 /// With `checkpoints`, every 50 ms: each epoch is its own transaction,
 /// committed after its checkpoint from a pool of producers.
 fn exactly_once_run(checkpoints: bool) {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("eo.purchases_5m", 3, 1).expect("topic");
-    mock.create_topic("eo.sessions", 3, 1).expect("topic");
-    let brokers = mock.bootstrap_servers();
+    let (_mock, brokers) = mock_cluster(&[("eo.purchases_5m", 3), ("eo.sessions", 3)]);
     let s = Scratch::new();
     // Checkpoints need a run long enough to take several.
     let input = match checkpoints {

@@ -12,6 +12,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
@@ -501,4 +503,32 @@ pub fn consume_all(brokers: &str, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Val
     }
     assert_eq!(done.len(), partitions.len(), "topic {topic} not read to its end");
     out
+}
+
+/// Ids of the complete checkpoints in `dir` (those with a manifest).
+pub fn complete_checkpoints(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let id = name.strip_prefix("chk-")?.parse().ok()?;
+                    e.path().join("_MANIFEST").exists().then_some(id)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+/// librdkafka's mock cluster (one broker, in this process) with `topics`
+/// created: `(name, partitions)`. Returns it and its bootstrap address.
+pub fn mock_cluster(topics: &[(&str, i32)]) -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    for (t, p) in topics {
+        mock.create_topic(t, *p, 1).expect("topic");
+    }
+    let brokers = mock.bootstrap_servers();
+    (mock, brokers)
 }
