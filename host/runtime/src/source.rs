@@ -338,7 +338,7 @@ fn run_kafka_source(
     // The origin of each lane, made once.
     let mut origins: Vec<Option<Arc<Origin>>> = Vec::new();
     let mut last_sent = std::time::Instant::now();
-    let mut lag = Lag::default();
+    let mut lag = Lag::new(dead_letters.metrics().clone(), name);
     tracing::info!(source = %reader.describe(), "reading");
     loop {
         let max = chunker.capacity();
@@ -364,7 +364,7 @@ fn run_kafka_source(
         if link.is_none() {
             reader.commit(KAFKA_COMMIT_EVERY);
         }
-        lag.update(&reader, &dead_letters, name, false);
+        lag.update(&reader, false);
         let mut done = Vec::new();
         let after = commands(
             &link,
@@ -395,7 +395,7 @@ fn run_kafka_source(
             if link.is_none() {
                 reader.commit(Duration::ZERO);
             }
-            lag.update(&reader, &dead_letters, name, true);
+            lag.update(&reader, true);
             ended(
                 &link,
                 SourcePos::Kafka {
@@ -410,22 +410,35 @@ fn run_kafka_source(
 
 /// A Kafka source's lag gauges, one per partition, set every
 /// [`KAFKA_LAG_EVERY`].
-#[derive(Default)]
 struct Lag {
+    metrics: Arc<wafer_metrics::Metrics>,
+    source: String,
     gauges: HashMap<(String, i32), wafer_metrics::Gauge>,
     last: Option<std::time::Instant>,
 }
 
 impl Lag {
-    fn update(&mut self, reader: &KafkaReader, dl: &DeadLetters, source: &str, now: bool) {
+    fn new(metrics: Arc<wafer_metrics::Metrics>, source: &str) -> Self {
+        Lag {
+            metrics,
+            source: source.to_string(),
+            gauges: HashMap::new(),
+            last: None,
+        }
+    }
+
+    /// Sets the gauges if a second has passed since the last time, or
+    /// `now`.
+    fn update(&mut self, reader: &KafkaReader, now: bool) {
         if !now && self.last.is_some_and(|t| t.elapsed() < KAFKA_LAG_EVERY) {
             return;
         }
         self.last = Some(std::time::Instant::now());
         for (key, behind) in reader.lag() {
+            let (metrics, source) = (&self.metrics, &self.source);
             self.gauges
                 .entry(key)
-                .or_insert_with_key(|(t, p)| dl.metrics().source_lag(source, &format!("{t}/{p}")))
+                .or_insert_with_key(|(t, p)| metrics.source_lag(source, &format!("{t}/{p}")))
                 .set(behind as f64);
         }
     }
