@@ -144,30 +144,46 @@ impl KafkaSink {
     }
 }
 
+/// The configuration of every sink producer: keyed by murmur2 as Java
+/// clients are, batched, with the user's properties last so they win.
+pub(crate) fn producer_config(
+    brokers: &str,
+    compression: &str,
+    transactional_id: Option<String>,
+    properties: &[(String, String)],
+) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("compression.codec", compression)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000");
+    if let Some(id) = transactional_id {
+        cfg.set("transactional.id", id);
+    }
+    for (k, v) in properties {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
 /// An output's own producer, in transactions if exactly-once.
 fn own_producer(
     settings: &KafkaSinkSettings,
     name: &str,
     deliveries: Arc<Deliveries>,
 ) -> Result<SinkProducer, String> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &settings.brokers)
-        .set("compression.codec", &settings.compression)
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "500000");
-    if settings.exactly_once {
-        cfg.set(
-            "transactional.id",
-            format!("{}-{name}", settings.transactional_id),
-        );
-    }
-    for (k, v) in &settings.properties {
-        cfg.set(k, v);
-    }
-    let producer: SinkProducer = cfg
-        .create_with_context(Ctx(deliveries))
-        .map_err(|e| e.to_string())?;
+    let transactional_id = settings
+        .exactly_once
+        .then(|| format!("{}-{name}", settings.transactional_id));
+    let producer: SinkProducer = producer_config(
+        &settings.brokers,
+        &settings.compression,
+        transactional_id,
+        &settings.properties,
+    )
+    .create_with_context(Ctx(deliveries))
+    .map_err(|e| e.to_string())?;
     if settings.exactly_once {
         producer
             .init_transactions(Duration::from_secs(30))

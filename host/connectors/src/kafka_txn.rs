@@ -42,7 +42,7 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::SinkError;
-use crate::kafka_sink::{Ctx, Deliveries};
+use crate::kafka_sink::{Ctx, Deliveries, producer_config};
 
 /// The marker of a job that committed the records after its last cut: it
 /// ran to the end of its input.
@@ -77,17 +77,12 @@ impl TxnSettings {
     }
 
     fn producer_config(&self, slot: usize) -> ClientConfig {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &self.brokers)
-            .set("compression.codec", &self.compression)
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "20")
-            .set("queue.buffering.max.messages", "500000")
-            .set("transactional.id", format!("{}-epoch-{slot}", self.prefix));
-        for (k, v) in &self.properties {
-            cfg.set(k, v);
-        }
-        cfg
+        producer_config(
+            &self.brokers,
+            &self.compression,
+            Some(format!("{}-epoch-{slot}", self.prefix)),
+            &self.properties,
+        )
     }
 
     fn marker_consumer(&self, group: &str) -> Result<BaseConsumer, String> {
