@@ -14,38 +14,7 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
-/// Keys up to this long live inside the slot: comparing a key then reads
-/// the slot it already loaded instead of following a pointer (state keys
-/// are a 6-byte prefix and a short encoded key, 20 to 40 bytes).
-const INLINE: usize = 46;
-
-/// A key, inline when short.
-enum Key {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
-}
-
-impl Key {
-    fn new(key: &[u8]) -> Key {
-        if key.len() <= INLINE {
-            let mut bytes = [0u8; INLINE];
-            bytes[..key.len()].copy_from_slice(key);
-            Key::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            Key::Heap(key.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..*len as usize],
-            Key::Heap(b) => b,
-        }
-    }
-}
+use crate::small_key::SmallKey as Key;
 
 struct Slot<V> {
     hash: u64,

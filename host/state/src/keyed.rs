@@ -130,13 +130,34 @@ fn capture(c: &mut Capture, key: &[u8], cell: &mut Cell) {
 }
 
 /// The open transaction: its number and the cells as they were before it
-/// first wrote them, in write order.
+/// first wrote them, in write order. Kept between transactions for its
+/// allocations: logging a cell allocates nothing in the long run.
+#[derive(Default)]
 struct Tx {
     id: u32,
-    undo: Vec<(Vec<u8>, Cell)>,
+    /// The logged cells' keys, one after another.
+    keys: Vec<u8>,
+    /// Each logged cell as it was, with where its key ends in `keys`.
+    undo: Vec<(usize, Cell)>,
     /// Change of the live-entry count by this transaction.
     live: isize,
 }
+
+/// How a call of `with_sub` uses the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    /// Changes the data it finds.
+    Update,
+    /// Replaces the data whatever it was: the old data is not cloned for
+    /// the undo log but moved there (and `f` sees `None`).
+    Replace,
+}
+
+/// Value buffers kept for reuse, at most this many...
+const SPARE_VALUES: usize = 4096;
+/// ...of at most this capacity each.
+const SPARE_VALUE_BYTES: usize = 512;
 
 /// Counters of cache behaviour.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +198,11 @@ pub struct KeyedState {
     /// another key's (each visit checks the cell it finds).
     dirty: VecDeque<u32>,
     tx: Option<Tx>,
+    /// The last transaction, emptied, for the next one's allocations.
+    spare_tx: Option<Tx>,
+    /// Buffers of values replaced or undone, for new values: in the steady
+    /// state a call's writes of value state allocate nothing.
+    spare_values: Vec<Vec<u8>>,
     /// Number of the last transaction opened.
     tx_count: u32,
     /// Declared states: a handful, searched linearly.
@@ -206,6 +232,8 @@ impl KeyedState {
             batch: PENDING_BATCH,
             dirty: VecDeque::new(),
             tx: None,
+            spare_tx: None,
+            spare_values: Vec::new(),
             tx_count: 0,
             decls: Vec::new(),
             scratch: Vec::new(),
@@ -293,23 +321,38 @@ impl KeyedState {
         // logged, which needs it to stay cached untouched that long and the
         // call then to abort: not worth a wider field in every cell.
         self.tx_count = self.tx_count.wrapping_add(1).max(1);
-        self.tx = Some(Tx {
-            id: self.tx_count,
-            undo: Vec::new(),
-            live: 0,
-        });
+        let mut tx = self.spare_tx.take().unwrap_or_default();
+        tx.id = self.tx_count;
+        tx.live = 0;
+        self.tx = Some(tx);
     }
 
     /// Makes the open transaction's writes final.
     pub fn commit(&mut self) -> Result<(), StateError> {
-        self.tx = None;
+        if let Some(mut tx) = self.tx.take() {
+            for (_, old) in tx.undo.drain(..) {
+                if let Some(Data::Value(v)) = old.data {
+                    self.spare_value(v);
+                }
+            }
+            tx.keys.clear();
+            self.spare_tx = Some(tx);
+        }
         self.peak_live = self.peak_live.max(self.live);
         Ok(())
     }
 
+    /// Keeps a value's buffer for a later value.
+    fn spare_value(&mut self, mut v: Vec<u8>) {
+        if self.spare_values.len() < SPARE_VALUES && v.capacity() <= SPARE_VALUE_BYTES {
+            v.clear();
+            self.spare_values.push(v);
+        }
+    }
+
     /// Undoes the open transaction's writes.
     pub fn abort(&mut self) {
-        let Some(tx) = self.tx.take() else {
+        let Some(mut tx) = self.tx.take() else {
             return;
         };
         self.live = self.live.saturating_add_signed(-tx.live);
@@ -317,11 +360,13 @@ impl KeyedState {
         // the call) ends as it was before the call. Restored cells are
         // dirty and maybe on disk: the undone value may have reached
         // RocksDB by eviction.
-        for (key, mut old) in tx.undo.into_iter().rev() {
+        while let Some((end, mut old)) = tx.undo.pop() {
+            let start = tx.undo.last().map_or(0, |(e, _)| *e);
+            let key = &tx.keys[start..end];
             old.dirty = true;
             old.on_disk = true;
             old.tx = 0;
-            match self.cache.get_or_load(&key, || Err(())) {
+            match self.cache.get_or_load(key, || Err(())) {
                 Ok(c) => {
                     old.listed = self.epoch;
                     *c.value = old;
@@ -329,10 +374,12 @@ impl KeyedState {
                 }
                 // Evicted since: the pending writes shadow RocksDB.
                 Err(()) => {
-                    self.pending.insert(key, old.encoded());
+                    self.pending.insert(key.to_vec(), old.encoded());
                 }
             }
         }
+        tx.keys.clear();
+        self.spare_tx = Some(tx);
     }
 
     /// Queues an evicted entry for RocksDB if it holds unwritten changes.
@@ -385,10 +432,10 @@ impl KeyedState {
         state: u16,
         kind: Option<Kind>,
         key: &[u8],
-        write: bool,
+        access: Access,
         f: impl FnOnce(&mut Option<Data>) -> R,
     ) -> Result<R, StateError> {
-        self.with_sub(op, state, kind, key, &[], write, f)
+        self.with_sub(op, state, kind, key, &[], access, f)
     }
 
     /// Like `with`, for the entry `sub` of a key (a window of a key, say):
@@ -401,9 +448,10 @@ impl KeyedState {
         kind: Option<Kind>,
         key: &[u8],
         sub: &[u8],
-        write: bool,
+        access: Access,
         f: impl FnOnce(&mut Option<Data>) -> R,
     ) -> Result<R, StateError> {
+        let write = access != Access::Read;
         let decl = self.decl(op, state).ok_or(StateError::Undeclared { op, state })?;
         if let Some(kind) = kind
             && decl.kind != kind
@@ -464,12 +512,27 @@ impl KeyedState {
         }
         let newly_dirty = (write || expired != 0) && cell.listed != self.epoch;
         let before = isize::from(cell.data.is_some());
+        let replace = access == Access::Replace;
         if write
             && let Some(tx) = self.tx.as_mut()
             && cell.tx != tx.id
         {
-            tx.undo.push((self.scratch.clone(), cell.clone()));
+            let data = if replace {
+                cell.data.take()
+            } else {
+                cell.data.clone()
+            };
+            tx.keys.extend_from_slice(&self.scratch);
+            tx.undo.push((tx.keys.len(), Cell { data, ..*cell }));
             cell.tx = tx.id;
+        } else if replace
+            && let Some(Data::Value(v)) = cell.data.take()
+            && self.spare_values.len() < SPARE_VALUES
+            && v.capacity() <= SPARE_VALUE_BYTES
+        {
+            let mut v = v;
+            v.clear();
+            self.spare_values.push(v);
         }
         let r = f(&mut cell.data);
         if write {
@@ -518,7 +581,7 @@ impl KeyedState {
 
     /// Value state: the value, if any.
     pub fn value_get(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.with(op, state, Some(Kind::Value), key, false, |d| match d {
+        self.with(op, state, Some(Kind::Value), key, Access::Read, |d| match d {
             Some(Data::Value(v)) => Some(v.clone()),
             _ => None,
         })
@@ -532,22 +595,36 @@ impl KeyedState {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R, StateError> {
-        self.with(op, state, Some(Kind::Value), key, false, |d| match d {
+        self.with(op, state, Some(Kind::Value), key, Access::Read, |d| match d {
             Some(Data::Value(v)) => f(Some(v)),
             _ => f(None),
         })
     }
 
+    /// Value state: sets the value to a copy of `value`, in a buffer of a
+    /// value replaced earlier when there is one.
+    pub fn value_set_from(
+        &mut self,
+        op: u16,
+        state: u16,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        let mut buf = self.spare_values.pop().unwrap_or_default();
+        buf.extend_from_slice(value);
+        self.value_set(op, state, key, buf)
+    }
+
     /// Value state: sets the value.
     pub fn value_set(&mut self, op: u16, state: u16, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
-        self.with(op, state, Some(Kind::Value), key, true, |d| {
+        self.with(op, state, Some(Kind::Value), key, Access::Replace, |d| {
             *d = Some(Data::Value(value))
         })
     }
 
     /// List state: the items.
     pub fn list_get(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        self.with(op, state, Some(Kind::List), key, false, |d| match d {
+        self.with(op, state, Some(Kind::List), key, Access::Read, |d| match d {
             Some(Data::List(v)) => v.clone(),
             _ => Vec::new(),
         })
@@ -555,7 +632,7 @@ impl KeyedState {
 
     /// List state: appends an item.
     pub fn list_append(&mut self, op: u16, state: u16, key: &[u8], item: Vec<u8>) -> Result<(), StateError> {
-        self.with(op, state, Some(Kind::List), key, true, |d| match d {
+        self.with(op, state, Some(Kind::List), key, Access::Update, |d| match d {
             Some(Data::List(v)) => v.push(item),
             _ => *d = Some(Data::List(vec![item])),
         })
@@ -569,7 +646,7 @@ impl KeyedState {
         key: &[u8],
         items: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
-        self.with(op, state, Some(Kind::List), key, true, |d| {
+        self.with(op, state, Some(Kind::List), key, Access::Replace, |d| {
             *d = if items.is_empty() {
                 None
             } else {
@@ -586,7 +663,7 @@ impl KeyedState {
         key: &[u8],
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        self.with(op, state, Some(Kind::Map), key, false, |d| match d {
+        self.with(op, state, Some(Kind::Map), key, Access::Read, |d| match d {
             Some(Data::Map(m)) => m.get(map_key).cloned(),
             _ => None,
         })
@@ -601,7 +678,7 @@ impl KeyedState {
         map_key: Vec<u8>,
         value: Vec<u8>,
     ) -> Result<(), StateError> {
-        self.with(op, state, Some(Kind::Map), key, true, |d| match d {
+        self.with(op, state, Some(Kind::Map), key, Access::Update, |d| match d {
             Some(Data::Map(m)) => {
                 m.insert(map_key, value);
             }
@@ -611,7 +688,7 @@ impl KeyedState {
 
     /// Map state: removes an entry.
     pub fn map_remove(&mut self, op: u16, state: u16, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
-        self.with(op, state, Some(Kind::Map), key, true, |d| {
+        self.with(op, state, Some(Kind::Map), key, Access::Update, |d| {
             if let Some(Data::Map(m)) = d {
                 m.remove(map_key);
                 if m.is_empty() {
@@ -623,7 +700,7 @@ impl KeyedState {
 
     /// Map state: every entry, in key order.
     pub fn map_entries(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Entries, StateError> {
-        self.with(op, state, Some(Kind::Map), key, false, |d| match d {
+        self.with(op, state, Some(Kind::Map), key, Access::Read, |d| match d {
             Some(Data::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             _ => Vec::new(),
         })
@@ -631,7 +708,7 @@ impl KeyedState {
 
     /// Removes the state of any kind.
     pub fn clear(&mut self, op: u16, state: u16, key: &[u8]) -> Result<(), StateError> {
-        self.with(op, state, None, key, true, |d| *d = None)
+        self.with(op, state, None, key, Access::Replace, |d| *d = None)
     }
 
     /// Value state of entry `sub` of a key (host-run operators: a window of
@@ -643,10 +720,18 @@ impl KeyedState {
         key: &[u8],
         sub: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        self.with_sub(op, state, Some(Kind::Value), key, sub, false, |d| match d {
-            Some(Data::Value(v)) => Some(v.clone()),
-            _ => None,
-        })
+        self.with_sub(
+            op,
+            state,
+            Some(Kind::Value),
+            key,
+            sub,
+            Access::Read,
+            |d| match d {
+                Some(Data::Value(v)) => Some(v.clone()),
+                _ => None,
+            },
+        )
     }
 
     /// Sets value state of entry `sub` of a key.
@@ -658,7 +743,7 @@ impl KeyedState {
         sub: &[u8],
         value: Vec<u8>,
     ) -> Result<(), StateError> {
-        self.with_sub(op, state, Some(Kind::Value), key, sub, true, |d| {
+        self.with_sub(op, state, Some(Kind::Value), key, sub, Access::Replace, |d| {
             *d = Some(Data::Value(value))
         })
     }
@@ -674,7 +759,7 @@ impl KeyedState {
         sub: &[u8],
         f: impl FnOnce(&mut Option<Vec<u8>>) -> R,
     ) -> Result<R, StateError> {
-        self.with_sub(op, state, Some(Kind::Value), key, sub, true, |d| {
+        self.with_sub(op, state, Some(Kind::Value), key, sub, Access::Update, |d| {
             let mut v = match d.take() {
                 Some(Data::Value(v)) => Some(v),
                 _ => None,
@@ -687,7 +772,7 @@ impl KeyedState {
 
     /// Removes value state of entry `sub` of a key.
     pub fn sub_clear(&mut self, op: u16, state: u16, key: &[u8], sub: &[u8]) -> Result<(), StateError> {
-        self.with_sub(op, state, None, key, sub, true, |d| *d = None)
+        self.with_sub(op, state, None, key, sub, Access::Replace, |d| *d = None)
     }
 
     /// Writes every dirty entry (cached or pending) to RocksDB. Entries stay

@@ -13,12 +13,14 @@ pub mod codec;
 mod db;
 mod frozen;
 mod keyed;
+mod small_key;
 mod timers;
 
 pub use codec::Data;
 pub use db::{Census, StateDb};
 pub use frozen::Frozen;
 pub use keyed::{CacheStats, KeyedState, Kind, StateDecl};
+pub use small_key::SmallKey;
 pub use timers::{Domain, Fired, Timers};
 
 use std::path::PathBuf;

@@ -17,6 +17,7 @@ use wafer_core::key::key_group;
 use crate::StateError;
 use crate::codec::{split_timer_key, timer_key};
 use crate::db::{CF_TIMERS, StateDb};
+use crate::small_key::SmallKey;
 
 /// The clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,24 +36,36 @@ pub struct Fired {
     /// The operator that set it.
     pub op: u16,
     /// The key it was set for.
-    pub key: Vec<u8>,
+    pub key: SmallKey,
 }
 
-enum TimerOp {
-    Register(u16, Vec<u8>, Domain, i64),
-    Delete(u16, Vec<u8>, Domain, i64),
+/// A timer change of the open transaction.
+struct TimerOp {
+    register: bool,
+    op: u16,
+    key: SmallKey,
+    domain: Domain,
+    time: i64,
 }
+
+/// A timer in its queue: time first, so the queue is in firing order. The
+/// key is inline when short, so setting a timer allocates nothing but its
+/// share of a B-tree node.
+type Entry = (i64, u16, SmallKey);
 
 /// One keyed worker's timers.
 pub struct Timers {
     db: Arc<StateDb>,
     /// Timers by time, each with whether RocksDB holds it.
-    queues: [BTreeMap<(i64, u16, Vec<u8>), bool>; 2],
+    queues: [BTreeMap<Entry, bool>; 2],
     /// Timers set since the last flush (not in RocksDB).
     unsaved: usize,
     /// Storage keys of timers RocksDB holds that went since the last flush.
     deleted: Vec<Vec<u8>>,
-    tx: Option<Vec<TimerOp>>,
+    /// The open transaction's changes, in order (kept between
+    /// transactions for its allocation).
+    tx: Vec<TimerOp>,
+    in_tx: bool,
     peak: usize,
 }
 
@@ -65,7 +78,8 @@ impl Timers {
             peak: 0,
             unsaved: 0,
             deleted: Vec::new(),
-            tx: None,
+            tx: Vec::new(),
+            in_tx: false,
         }
     }
 
@@ -79,7 +93,7 @@ impl Timers {
                 && owns(group)
                 && domain < 2
             {
-                queues[domain as usize].insert((time, op, key.to_vec()), true);
+                queues[domain as usize].insert((time, op, SmallKey::new(key)), true);
                 n += 1;
             }
         })?;
@@ -103,43 +117,61 @@ impl Timers {
 
     /// Opens a transaction (see `KeyedState::begin`).
     pub fn begin(&mut self) {
-        self.tx = Some(Vec::new());
+        self.tx.clear();
+        self.in_tx = true;
     }
 
     /// Applies the open transaction.
     pub fn commit(&mut self) {
-        if let Some(ops) = self.tx.take() {
-            for op in ops {
-                match op {
-                    TimerOp::Register(o, k, d, t) => self.apply_register(o, k, d, t),
-                    TimerOp::Delete(o, k, d, t) => self.apply_delete(o, k, d, t),
-                }
+        if !self.in_tx {
+            return;
+        }
+        self.in_tx = false;
+        let mut ops = std::mem::take(&mut self.tx);
+        for c in ops.drain(..) {
+            if c.register {
+                self.apply_register(c.op, c.key, c.domain, c.time);
+            } else {
+                self.apply_delete(c.op, c.key, c.domain, c.time);
             }
         }
+        self.tx = ops;
     }
 
     /// Drops the open transaction.
     pub fn abort(&mut self) {
-        self.tx = None;
+        self.tx.clear();
+        self.in_tx = false;
     }
 
     /// Sets a timer (a no-op if the same one is set).
     pub fn register(&mut self, op: u16, key: &[u8], domain: Domain, time: i64) {
-        match self.tx.as_mut() {
-            Some(tx) => tx.push(TimerOp::Register(op, key.to_vec(), domain, time)),
-            None => self.apply_register(op, key.to_vec(), domain, time),
-        }
+        self.change(true, op, key, domain, time);
     }
 
     /// Removes a timer (a no-op if it is not set).
     pub fn delete(&mut self, op: u16, key: &[u8], domain: Domain, time: i64) {
-        match self.tx.as_mut() {
-            Some(tx) => tx.push(TimerOp::Delete(op, key.to_vec(), domain, time)),
-            None => self.apply_delete(op, key.to_vec(), domain, time),
+        self.change(false, op, key, domain, time);
+    }
+
+    fn change(&mut self, register: bool, op: u16, key: &[u8], domain: Domain, time: i64) {
+        let key = SmallKey::new(key);
+        if self.in_tx {
+            self.tx.push(TimerOp {
+                register,
+                op,
+                key,
+                domain,
+                time,
+            });
+        } else if register {
+            self.apply_register(op, key, domain, time);
+        } else {
+            self.apply_delete(op, key, domain, time);
         }
     }
 
-    fn apply_register(&mut self, op: u16, key: Vec<u8>, domain: Domain, time: i64) {
+    fn apply_register(&mut self, op: u16, key: SmallKey, domain: Domain, time: i64) {
         if let std::collections::btree_map::Entry::Vacant(e) =
             self.queues[domain as usize].entry((time, op, key))
         {
@@ -149,7 +181,7 @@ impl Timers {
         }
     }
 
-    fn apply_delete(&mut self, op: u16, key: Vec<u8>, domain: Domain, time: i64) {
+    fn apply_delete(&mut self, op: u16, key: SmallKey, domain: Domain, time: i64) {
         let entry = (time, op, key);
         match self.queues[domain as usize].remove(&entry) {
             Some(true) => self.gone(domain, &entry),
@@ -159,7 +191,7 @@ impl Timers {
     }
 
     /// Notes that a timer RocksDB holds went.
-    fn gone(&mut self, domain: Domain, entry: &(i64, u16, Vec<u8>)) {
+    fn gone(&mut self, domain: Domain, entry: &Entry) {
         self.deleted.push(storage_key(domain as u8, entry));
     }
 
@@ -236,6 +268,6 @@ pub(crate) fn write_timer_changes(db: &StateDb, changes: &[(Vec<u8>, bool)]) -> 
 }
 
 /// Where a timer of `domain` is stored in RocksDB.
-fn storage_key(domain: u8, (time, op, key): &(i64, u16, Vec<u8>)) -> Vec<u8> {
+fn storage_key(domain: u8, (time, op, key): &Entry) -> Vec<u8> {
     timer_key(key_group(key), *op, domain, *time, key)
 }

@@ -215,7 +215,7 @@ impl KeyedBackend for ProcBackend {
             self.check_state(state)?;
             match values.get(i) {
                 Some(v) => self.on_key(&mut core, state, key, |c, op, s, k| {
-                    c.state.value_set(op, s, k, v.to_vec())
+                    c.state.value_set_from(op, s, k, v)
                 })?,
                 None => self.on_key(&mut core, state, key, |c, op, s, k| c.state.clear(op, s, k))?,
             }
@@ -376,7 +376,14 @@ mod tests {
             fired
                 .iter()
                 .filter(|f| f.op == op)
-                .map(|f| (KEYS.iter().position(|k| k.as_bytes() == f.key).unwrap(), f.time))
+                .map(|f| {
+                    (
+                        KEYS.iter()
+                            .position(|k| k.as_bytes() == f.key.as_slice())
+                            .unwrap(),
+                        f.time,
+                    )
+                })
                 .collect()
         };
         assert_eq!(timers_of(1), model_timers);

@@ -130,31 +130,46 @@ impl ProcOp {
         let rows = batch.rows.as_batch();
         let keys = batch.keys.as_batch();
         // Group by key, keeping arrival order within a key and the order of
-        // first appearance between keys.
-        let mut index: HashMap<&[u8], usize, foldhash::fast::RandomState> =
+        // first appearance between keys: number the groups, count them, and
+        // place each row after its group's earlier rows (a counting sort, a
+        // fixed number of allocations per batch whatever the keys).
+        let mut index: HashMap<&[u8], u32, foldhash::fast::RandomState> =
             HashMap::with_capacity_and_hasher(accepted.len(), Default::default());
-        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut group_of: Vec<u32> = Vec::with_capacity(accepted.len());
+        // Per group: its first row (for the key), then where it starts.
+        let mut first: Vec<u32> = Vec::new();
+        let mut next: Vec<u32> = Vec::new();
         for &i in accepted {
             let k = keys.get(i as usize).unwrap_or_default();
             let g = *index.entry(k).or_insert_with(|| {
-                members.push(Vec::new());
-                members.len() - 1
+                first.push(i);
+                next.push(0);
+                (first.len() - 1) as u32
             });
-            members[g].push(i);
+            next[g as usize] += 1;
+            group_of.push(g);
         }
         let mut grouped = Grouped {
             rows: BatchBuf::with_capacity(accepted.len(), batch.rows.data.len()),
-            keys: BatchBuf::with_capacity(members.len(), 0),
-            group_ends: Vec::with_capacity(members.len()),
-            origin: Vec::with_capacity(accepted.len()),
+            keys: BatchBuf::with_capacity(first.len(), 0),
+            group_ends: Vec::with_capacity(first.len()),
+            origin: vec![0; accepted.len()],
         };
-        for m in &members {
-            grouped.keys.push(keys.get(m[0] as usize).unwrap_or_default());
-            for &i in m {
-                grouped.rows.push(rows.get(i as usize).unwrap_or_default());
-                grouped.origin.push(i);
-            }
-            grouped.group_ends.push(grouped.rows.len() as u32);
+        let mut end = 0u32;
+        for (g, n) in next.iter_mut().enumerate() {
+            grouped.keys.push(keys.get(first[g] as usize).unwrap_or_default());
+            let start = end;
+            end += *n;
+            grouped.group_ends.push(end);
+            *n = start;
+        }
+        for (&i, &g) in accepted.iter().zip(&group_of) {
+            let at = &mut next[g as usize];
+            grouped.origin[*at as usize] = i;
+            *at += 1;
+        }
+        for &i in &grouped.origin {
+            grouped.rows.push(rows.get(i as usize).unwrap_or_default());
         }
         self.run(core, input, &grouped, batch, source, wm, outputs, dead)
     }
