@@ -39,6 +39,15 @@ enum Command {
         /// (otherwise starting from such a checkpoint is refused).
         #[arg(long)]
         allow_dropped_state: bool,
+        /// Keep compiled components in this directory and reuse them at the
+        /// next start [default: $XDG_CACHE_HOME/wafer/compiled, else
+        /// ~/.cache/wafer/compiled]. It holds machine code that is run as
+        /// is: keep it writable only by the user running wafer.
+        #[arg(long, env = "WAFER_COMPILE_CACHE")]
+        compile_cache: Option<PathBuf>,
+        /// Compile every component at start instead.
+        #[arg(long, conflicts_with = "compile_cache")]
+        no_compile_cache: bool,
     },
     /// Asks a running job for a savepoint and waits for it; prints its path.
     Savepoint {
@@ -102,6 +111,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where compiled components are kept unless told otherwise (`None`: no
+/// home to put them in; every start compiles).
+fn default_compile_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("wafer").join("compiled"))
+}
+
 /// Configuration problems (exit 2) versus failures while running (exit 1).
 enum Failure {
     Config(anyhow::Error),
@@ -120,12 +143,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             metrics_file,
             from_savepoint,
             allow_dropped_state,
+            compile_cache,
+            no_compile_cache,
         } => {
             let job = Job::load(&job).map_err(config)?;
             let metrics = Metrics::new();
             let opts = wafer_runtime::StartOptions {
                 savepoint: from_savepoint,
                 allow_dropped_state,
+                compile_cache: if no_compile_cache {
+                    None
+                } else {
+                    compile_cache.or_else(default_compile_cache)
+                },
             };
             let prepared = wafer_runtime::prepare_from(&job, metrics.clone(), &Default::default(), &opts)
                 .map_err(config)?;

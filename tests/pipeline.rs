@@ -578,3 +578,81 @@ fn the_example_job_runs_on_its_sample() {
         .collect();
     assert_same_rows(&events, &expected);
 }
+
+/// A second start reads the compiled components from the compile cache
+/// instead of compiling them; an entry that no longer loads (damaged) is
+/// compiled again; `--no-compile-cache` always compiles. The output is the
+/// same each time.
+#[test]
+fn compiled_components_are_reused_at_the_next_start() {
+    let s = Scratch::new();
+    let job = common::repo().join("examples/clean-events/job.yaml");
+    let cache = s.path("compiled");
+    let run = |out: &str, args: &[&str]| -> (Vec<String>, Vec<String>) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .arg("run")
+            .arg(&job)
+            .args(args)
+            .env("WAFER_COMPONENTS", common::components())
+            .env("OUTPUT_DIR", s.path(out))
+            .output()
+            .expect("run wafer");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "wafer failed:\n{stderr}");
+        let compiled = stderr
+            .lines()
+            .filter(|l| l.contains("loaded component"))
+            .map(|l| l.split("compiled=").nth(1).unwrap_or("?").to_string())
+            .collect();
+        // In any order: the deserializers run in parallel.
+        let mut lines: Vec<String> = std::fs::read_to_string(s.path(out).join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        (lines, compiled)
+    };
+    let with_cache = ["--compile-cache", cache.to_str().unwrap()];
+    let files_in = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_none() && !e.file_name().to_string_lossy().starts_with('.') {
+                    // (Not wasmtime's usage statistics, `<entry>.stats`.)
+                    files.push(p);
+                }
+            }
+        }
+        files
+    };
+
+    let (first, compiled) = run("out1", &with_cache);
+    assert!(first.len() > 100, "{} lines", first.len());
+    assert_eq!(compiled.len(), 2, "the deserializer and the filter: {compiled:?}");
+    assert!(compiled.iter().all(|c| c == "\"now\""), "{compiled:?}");
+    let entries = files_in(&cache);
+    assert_eq!(entries.len(), 2, "one entry per component: {entries:?}");
+
+    let (second, compiled) = run("out2", &with_cache);
+    assert!(compiled.iter().all(|c| c == "\"from cache\""), "{compiled:?}");
+    assert!(second == first, "second run: other output");
+
+    for e in &entries {
+        std::fs::write(e, b"not machine code").unwrap();
+    }
+    let (third, compiled) = run("out3", &with_cache);
+    assert!(
+        compiled.iter().all(|c| c == "\"now\""),
+        "damaged entries are compiled again: {compiled:?}"
+    );
+    assert!(third == first, "third run: other output");
+
+    let (fourth, compiled) = run("out4", &["--no-compile-cache"]);
+    assert!(compiled.iter().all(|c| c == "\"now\""), "{compiled:?}");
+    assert!(fourth == first, "fourth run: other output");
+}

@@ -70,6 +70,7 @@ impl Loader<'_> {
             world = world.name(),
             version = loaded.info().version,
             sdk = loaded.info().sdk,
+            compiled = if loaded.from_cache() { "from cache" } else { "now" },
             "loaded component"
         );
         let s = ComponentSlot::new(loaded);
@@ -122,7 +123,7 @@ pub(crate) fn prepare(
     };
     let mut loader = Loader {
         job,
-        rt: WasmRuntime::new()?,
+        rt: WasmRuntime::with_compile_cache(opts.compile_cache.as_deref())?,
         limits: Limits {
             call_timeout: job.limits.call_timeout,
             max_memory: job.limits.max_memory,

@@ -31,6 +31,9 @@ pub struct StartOptions {
     /// Drop state of sources and operators the job no longer has instead of
     /// refusing to start.
     pub allow_dropped_state: bool,
+    /// Keep compiled components here and reuse them (`None`: compile every
+    /// component at every start); see `WasmRuntime::with_compile_cache`.
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// What a job starts from.

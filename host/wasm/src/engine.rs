@@ -155,6 +155,7 @@ pub struct LoadedComponent {
     pub(crate) world: World,
     pub(crate) pre: Pre,
     pub(crate) info: ComponentInfo,
+    pub(crate) from_cache: bool,
 }
 
 impl LoadedComponent {
@@ -178,6 +179,12 @@ impl LoadedComponent {
         &self.info
     }
 
+    /// Whether its machine code came from the compile cache instead of
+    /// being compiled now.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+
     pub(crate) fn start_error(&self, detail: impl std::fmt::Display) -> LoadError {
         LoadError::Start {
             name: self.name.to_string(),
@@ -195,6 +202,8 @@ pub struct WasmRuntime {
 
 struct Inner {
     engine: Engine,
+    /// The compile cache, when on (see [`WasmRuntime::with_compile_cache`]).
+    cache: Option<wasmtime::Cache>,
     tick: Duration,
     stop: Arc<AtomicBool>,
     linkers: [Linker<HostState>; 4],
@@ -207,8 +216,21 @@ impl Drop for Inner {
 }
 
 impl WasmRuntime {
-    /// Creates the engine and starts its epoch ticker.
+    /// Creates the engine and starts its epoch ticker; every component is
+    /// compiled when loaded.
     pub fn new() -> Result<Self, LoadError> {
+        Self::with_compile_cache(None)
+    }
+
+    /// Like [`new`](Self::new), keeping compiled components in `cache_dir`
+    /// (created if missing): loading a component compiled before, with the
+    /// same wasmtime version and settings, reads its machine code instead
+    /// of compiling it again, which is most of a job's start. Entries are
+    /// keyed by a hash of the component's bytes and the engine's settings;
+    /// an entry that does not load is compiled again and replaced. The
+    /// directory holds native code that is run as is: it must be writable
+    /// only by the user running wafer (wasmtime's own cache works alike).
+    pub fn with_compile_cache(cache_dir: Option<&Path>) -> Result<Self, LoadError> {
         let engine_error = |e: wasmtime::Error| LoadError::Compile {
             name: "-".into(),
             path: PathBuf::new(),
@@ -228,6 +250,11 @@ impl WasmRuntime {
         if std::env::var_os("WAFER_PERF_MAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
+        let cache = match cache_dir {
+            Some(dir) => Some(compile_cache(dir)?),
+            None => None,
+        };
+        config.cache(cache.clone());
         let engine = Engine::new(&config).map_err(engine_error)?;
         let tick = Duration::from_millis(2);
         let stop = Arc::new(AtomicBool::new(false));
@@ -261,6 +288,7 @@ impl WasmRuntime {
         Ok(WasmRuntime {
             inner: Arc::new(Inner {
                 engine,
+                cache,
                 tick,
                 stop,
                 linkers,
@@ -336,11 +364,15 @@ impl WasmRuntime {
         world: World,
     ) -> Result<LoadedComponent, LoadError> {
         let engine = &self.inner.engine;
+        let hits = self.inner.cache.as_ref().map(wasmtime::Cache::cache_hits);
         let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile {
             name: name.to_string(),
             path: path.to_path_buf(),
             detail: first_line(&format!("{e:#}")),
         })?;
+        // Loads are sequential in a job's start; a concurrent one could
+        // only make this claim a hit that was not.
+        let from_cache = hits.is_some() && self.inner.cache.as_ref().map(wasmtime::Cache::cache_hits) > hits;
         let wrong = |detail: String| LoadError::WrongWorld {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -399,6 +431,7 @@ impl WasmRuntime {
                 version: String::new(),
                 sdk: String::new(),
             },
+            from_cache,
         };
         loaded.info = self.probe_info(&loaded)?;
         Ok(loaded)
@@ -449,4 +482,19 @@ impl WasmRuntime {
 
 pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
+}
+
+/// The compile cache in `dir`, created if missing.
+fn compile_cache(dir: &Path) -> Result<wasmtime::Cache, LoadError> {
+    let failed = |detail: String| LoadError::Compile {
+        name: "-".into(),
+        path: dir.to_path_buf(),
+        detail: format!("cannot use the compile cache: {detail}"),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+    // wasmtime wants an absolute path.
+    let dir = dir.canonicalize().map_err(|e| failed(e.to_string()))?;
+    let mut config = wasmtime::CacheConfig::new();
+    config.with_directory(dir);
+    wasmtime::Cache::new(config).map_err(|e| failed(format!("{e:#}")))
 }
