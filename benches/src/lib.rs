@@ -98,7 +98,8 @@ pub fn keyed_state_sum(metrics: &str, what: &str) -> f64 {
 }
 
 /// The interaction JSON deserializer of `guests/interaction-json`, compiled
-/// natively: the same record type, the same serde parse, the same rows.
+/// natively: the same record type, the same parse (`Interaction::from_json`),
+/// the same rows.
 pub struct NativeInteractionJson {
     schema: Schema,
 }
@@ -130,9 +131,7 @@ impl Deserialize for NativeInteractionJson {
         for (i, &end) in ends.iter().enumerate() {
             let payload = &data[start..end as usize];
             start = end as usize;
-            let parsed = serde_json::from_slice::<interaction::Interaction<'_>>(payload)
-                .map_err(wafer_sdk::Error::from)
-                .and_then(interaction::Interaction::validate);
+            let parsed = interaction::Interaction::from_json(payload);
             match parsed {
                 Ok(rec) => {
                     let mut w = RowWriter::new(&mut out.rows.data, n);

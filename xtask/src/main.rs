@@ -122,11 +122,13 @@ fn ci() -> anyhow::Result<()> {
         .arg(wafer_guests_build::guest_target_dir(&root))
         .args(["--", "-D", "warnings"]);
     run(&mut guests_clippy)?;
-    // Guests' own unit tests run natively (their logic is plain Rust).
+    // Guests' own unit tests run natively (their logic is plain Rust):
+    // among them the JSON records' readers checked against serde_json.
     let mut guests_tests = cargo();
     guests_tests
         .current_dir(root.join("guests"))
-        .args(["test", "-p", "interaction-avro", "--target"])
+        .args(["test", "-p", "interaction-avro", "-p", "interaction"])
+        .args(["-p", "training", "--target"])
         .arg(host_triple()?)
         .arg("--target-dir")
         .arg(wafer_guests_build::guest_target_dir(&root));

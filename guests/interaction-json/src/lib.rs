@@ -1,6 +1,8 @@
 //! Deserializer component for interaction events written as one JSON object
 //! per record. Unknown fields are ignored; missing or mistyped required
-//! fields and an empty `user_id` make the record invalid.
+//! fields and an empty `user_id` make the record invalid; malformed JSON
+//! (or a payload that is not UTF-8) is a decode error. Read with
+//! `wafer_sdk::json` (`Interaction::from_json`).
 
 use interaction::Interaction;
 use wafer_sdk::{Config, Deserializer, Error};
@@ -15,7 +17,7 @@ impl Deserializer for InteractionJson {
     }
 
     fn deserialize<'a>(&mut self, payload: &'a [u8]) -> Result<Interaction<'a>, Error> {
-        serde_json::from_slice::<Interaction<'a>>(payload)?.validate()
+        Interaction::from_json(payload)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Deserializer component for views of the training-samples job, one JSON
 //! object per record. Unknown fields are ignored; a missing, null, mistyped
-//! or empty required field makes the record invalid.
+//! or empty required field makes the record invalid; malformed JSON (or a
+//! payload that is not UTF-8) is a decode error. Read with `wafer_sdk::json`
+//! (`View::from_json`).
 
 use training::View;
 use wafer_sdk::{Config, Deserializer, Error};
@@ -15,7 +17,7 @@ impl Deserializer for ViewJson {
     }
 
     fn deserialize<'a>(&mut self, payload: &'a [u8]) -> Result<View<'a>, Error> {
-        serde_json::from_slice::<View<'a>>(payload)?.validate()
+        View::from_json(payload)
     }
 }
 

@@ -323,7 +323,9 @@ pub struct CallState {
     /// repeat (fired timers); empty when every key is distinct (the groups
     /// of a batch).
     canon: Vec<u32>,
-    fetched: HashMap<u32, Fetched>,
+    /// By state: a processor has a handful, so a list searched in order
+    /// beats hashing the state number (SipHash) on every read and write.
+    fetched: Vec<(u32, Fetched)>,
     writes: ValueWrites,
     timers: Vec<TimerChange>,
 }
@@ -361,7 +363,7 @@ impl CallState {
 
     fn value(&mut self, state: u32, key: u32) -> Option<&[u8]> {
         let key = self.canon(key);
-        if !self.fetched.contains_key(&state) {
+        if !self.fetched.iter().any(|(s, _)| *s == state) {
             let h = proc_host()?;
             let values = (h.value_get_all)(state);
             let mut last_write = vec![UNWRITTEN; self.n_keys as usize];
@@ -373,9 +375,9 @@ impl CallState {
                     *slot = w as u32;
                 }
             }
-            self.fetched.insert(state, Fetched { values, last_write });
+            self.fetched.push((state, Fetched { values, last_write }));
         }
-        let f = self.fetched.get(&state)?;
+        let (_, f) = self.fetched.iter().find(|(s, _)| *s == state)?;
         match f.last_write.get(key as usize).copied() {
             Some(UNWRITTEN) | None => f.values.get(key as usize),
             Some(w) => self.writes.values.get(w as usize),
@@ -389,8 +391,9 @@ impl CallState {
         self.writes.keys.push(key);
         if let Some(slot) = self
             .fetched
-            .get_mut(&state)
-            .and_then(|f| f.last_write.get_mut(key as usize))
+            .iter_mut()
+            .find(|(s, _)| *s == state)
+            .and_then(|(_, f)| f.last_write.get_mut(key as usize))
         {
             *slot = w;
         }
