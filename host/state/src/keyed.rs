@@ -111,6 +111,15 @@ impl Cell {
     }
 }
 
+/// Keeps a replaced value's buffer in `spare` for a later value (a free
+/// function: callers hold a cell of the cache meanwhile).
+fn keep_spare(spare: &mut Vec<Vec<u8>>, mut v: Vec<u8>) {
+    if spare.len() < SPARE_VALUES && v.capacity() <= SPARE_VALUE_BYTES {
+        v.clear();
+        spare.push(v);
+    }
+}
+
 /// A freeze under way: the barrier's dirty entries are captured a slice at
 /// a time between batches.
 struct Capture {
@@ -332,7 +341,7 @@ impl KeyedState {
         if let Some(mut tx) = self.tx.take() {
             for (_, old) in tx.undo.drain(..) {
                 if let Some(Data::Value(v)) = old.data {
-                    self.spare_value(v);
+                    keep_spare(&mut self.spare_values, v);
                 }
             }
             tx.keys.clear();
@@ -340,14 +349,6 @@ impl KeyedState {
         }
         self.peak_live = self.peak_live.max(self.live);
         Ok(())
-    }
-
-    /// Keeps a value's buffer for a later value.
-    fn spare_value(&mut self, mut v: Vec<u8>) {
-        if self.spare_values.len() < SPARE_VALUES && v.capacity() <= SPARE_VALUE_BYTES {
-            v.clear();
-            self.spare_values.push(v);
-        }
     }
 
     /// Undoes the open transaction's writes.
@@ -525,14 +526,8 @@ impl KeyedState {
             tx.keys.extend_from_slice(&self.scratch);
             tx.undo.push((tx.keys.len(), Cell { data, ..*cell }));
             cell.tx = tx.id;
-        } else if replace
-            && let Some(Data::Value(v)) = cell.data.take()
-            && self.spare_values.len() < SPARE_VALUES
-            && v.capacity() <= SPARE_VALUE_BYTES
-        {
-            let mut v = v;
-            v.clear();
-            self.spare_values.push(v);
+        } else if replace && let Some(Data::Value(v)) = cell.data.take() {
+            keep_spare(&mut self.spare_values, v);
         }
         let r = f(&mut cell.data);
         if write {
