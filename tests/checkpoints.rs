@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, assert_upserts, assert_user_features, complete_checkpoints, components,
-    consume_all, metric, mock_cluster, produce_lines, repo, run_oracle,
+    Scratch, assert_training_samples, assert_user_features, complete_checkpoints, components, metric,
+    mock_cluster, produce_lines, repo, run_oracle,
 };
 
 /// A small deterministic random generator (xorshift), so a failing run can
@@ -279,25 +279,7 @@ fn user_features_into_kafka_survives_repeated_sigkill() {
     std::fs::write(&job, yaml).unwrap();
     run_with_crashes(&s, &job, &env, &ckpt, 5, 17);
     let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
-    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
-    let rows = |t: &str| {
-        consume_all(&brokers, t)
-            .into_iter()
-            .map(|(_, _, r)| r)
-            .collect::<Vec<_>>()
-    };
-    assert_upserts(
-        &rows("f.sessions"),
-        &want("sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions",
-    );
-    assert_upserts(
-        &rows("f.purchases_5m"),
-        &want("purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m",
-    );
+    common::assert_kafka_features(&brokers, "f.", &expected);
     common::assert_late_and_dead_letters(&s, "out", &expected);
 }
 

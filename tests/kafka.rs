@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, assert_upserts, consume_all, dead_letter_payload, mock_cluster,
-    produce_lines, repo, run_oracle, sorted,
+    Scratch, assert_training_samples, consume_all, dead_letter_payload, mock_cluster, produce_lines, repo,
+    run_oracle, sorted,
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -106,30 +106,15 @@ fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
         let distinct: BTreeSet<String> = got.iter().map(Value::to_string).collect();
         assert_eq!(distinct.len(), got.len(), "{what}: a record was written twice");
     }
-    assert_upserts(
-        &purchases,
-        &want("purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m",
-    );
-    assert_upserts(
-        &sessions,
-        &want("sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions",
-    );
-    assert_upserts(
-        &purchases,
-        &s.output("file", "purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m against the file run",
-    );
-    assert_upserts(
-        &sessions,
-        &s.output("file", "sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions against the file run",
-    );
+    let got = |o: &str| {
+        if o == "sessions" {
+            sessions.clone()
+        } else {
+            purchases.clone()
+        }
+    };
+    common::assert_feature_upserts(got, want, "");
+    common::assert_feature_upserts(got, |o| s.output("file", o), " against the file run");
     assert_eq!(
         sorted(&s.output("kafka", "late")),
         sorted(&want("late")),
@@ -295,25 +280,7 @@ fn a_restart_restores_the_checkpoint_the_kafka_commit_marker_names() {
     // only the last value per key is checked).
     let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
     common::assert_late_and_dead_letters(&s, "out", &expected);
-    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
-    let rows = |t: &str| {
-        consume_all(&brokers, t)
-            .into_iter()
-            .map(|(_, _, r)| r)
-            .collect::<Vec<_>>()
-    };
-    assert_upserts(
-        &rows("eo.sessions"),
-        &want("sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions",
-    );
-    assert_upserts(
-        &rows("eo.purchases_5m"),
-        &want("purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m",
-    );
+    common::assert_kafka_features(&brokers, "eo.", &expected);
 
     // A job whose whole output was committed does not run again.
     set_marker(&brokers, i64::MAX);
@@ -377,18 +344,15 @@ fn exactly_once_run(checkpoints: bool) {
     let sessions = rows(&sessions);
     let distinct: BTreeSet<String> = sessions.iter().map(Value::to_string).collect();
     assert_eq!(distinct.len(), sessions.len(), "a session was written twice");
-    assert_upserts(
-        &sessions,
-        &want("sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions",
-    );
-    assert_upserts(
-        &rows(&purchases),
-        &want("purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m",
-    );
+    let purchases = rows(&purchases);
+    let got = |o: &str| {
+        if o == "sessions" {
+            sessions.clone()
+        } else {
+            purchases.clone()
+        }
+    };
+    common::assert_feature_upserts(got, want, "");
 }
 
 #[test]

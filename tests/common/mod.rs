@@ -384,20 +384,41 @@ pub fn assert_training_samples(s: &Scratch, dir: &str, expected: &Value) {
 /// oracle's `expected`: windows and sessions as upserts, late records as a
 /// multiset, dead letters by count.
 pub fn assert_user_features(s: &Scratch, dir: &str, expected: &Value) {
-    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
-    assert_upserts(
-        &s.output(dir, "purchases_5m"),
-        &want("purchases_5m"),
-        &["user_id", "window_start_ms"],
-        "purchases_5m",
-    );
-    assert_upserts(
-        &s.output(dir, "sessions"),
-        &want("sessions"),
-        &["user_id", "session_start_ms"],
-        "sessions",
-    );
+    assert_feature_upserts(|o| s.output(dir, o), |o| oracle_rows(expected, o), "");
     assert_late_and_dead_letters(s, dir, expected);
+}
+
+/// The user-features outputs that are upserts, with the fields keying them.
+const FEATURE_UPSERTS: [(&str, &[&str]); 2] = [
+    ("purchases_5m", &["user_id", "window_start_ms"]),
+    ("sessions", &["user_id", "session_start_ms"]),
+];
+
+/// Asserts the final upserts of both user-features outputs, `got(output)`
+/// against `want(output)`; `against` ends the failure messages.
+pub fn assert_feature_upserts(
+    got: impl Fn(&str) -> Vec<Value>,
+    want: impl Fn(&str) -> Vec<Value>,
+    against: &str,
+) {
+    for (output, key) in FEATURE_UPSERTS {
+        assert_upserts(&got(output), &want(output), key, &format!("{output}{against}"));
+    }
+}
+
+/// The user-features outputs read back from the Kafka topics
+/// `<prefix><output>`, against the oracle's `expected`.
+pub fn assert_kafka_features(brokers: &str, prefix: &str, expected: &Value) {
+    assert_feature_upserts(
+        |o| consume_rows(brokers, &format!("{prefix}{o}")),
+        |o| oracle_rows(expected, o),
+        "",
+    );
+}
+
+/// The rows the oracle's `expected` holds for `output`.
+pub fn oracle_rows(expected: &Value, output: &str) -> Vec<Value> {
+    expected[output].as_array().cloned().unwrap_or_default()
 }
 
 /// Which partition a test puts a key in (any stable function will do: the
@@ -457,6 +478,14 @@ pub fn produce_lines(
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
     sent
+}
+
+/// The values of a whole topic (see [`consume_all`]).
+pub fn consume_rows(brokers: &str, topic: &str) -> Vec<Value> {
+    consume_all(brokers, topic)
+        .into_iter()
+        .map(|(_, _, r)| r)
+        .collect()
 }
 
 /// Reads a whole topic (read-committed) to the end the broker reports by
