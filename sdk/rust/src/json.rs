@@ -222,11 +222,7 @@ impl<'a> Value<'a> {
     /// A string or `null`.
     #[inline]
     pub fn opt_str(self) -> Result<Option<Cow<'a, str>>, Error> {
-        if self.is_null() {
-            Ok(None)
-        } else {
-            self.str().map(Some)
-        }
+        self.or_null(Self::str)
     }
 
     /// An integer within the range of `i64`. Numbers with a fraction or an
@@ -261,11 +257,7 @@ impl<'a> Value<'a> {
     /// An integer or `null`.
     #[inline]
     pub fn opt_i64(self) -> Result<Option<i64>, Error> {
-        if self.is_null() {
-            Ok(None)
-        } else {
-            self.i64().map(Some)
-        }
+        self.or_null(Self::i64)
     }
 
     /// Any number, converted with correct rounding. A number too large for
@@ -281,11 +273,7 @@ impl<'a> Value<'a> {
     /// A number or `null`.
     #[inline]
     pub fn opt_f64(self) -> Result<Option<f64>, Error> {
-        if self.is_null() {
-            Ok(None)
-        } else {
-            self.f64().map(Some)
-        }
+        self.or_null(Self::f64)
     }
 
     /// `true` or `false`.
@@ -300,10 +288,16 @@ impl<'a> Value<'a> {
     /// A boolean or `null`.
     #[inline]
     pub fn opt_bool(self) -> Result<Option<bool>, Error> {
+        self.or_null(Self::bool)
+    }
+
+    /// `None` for `null`, else what `read` makes of the value.
+    #[inline(always)]
+    fn or_null<T>(self, read: impl FnOnce(Self) -> Result<T, Error>) -> Result<Option<T>, Error> {
         if self.is_null() {
             Ok(None)
         } else {
-            self.bool().map(Some)
+            read(self).map(Some)
         }
     }
 
@@ -531,17 +525,11 @@ impl<'a> Object<'a> {
     /// before any loop: in Wasm every loop costs an interruption check.
     #[inline(always)]
     fn skip_ws(&mut self) {
-        match self.peek() {
-            Some(b) if b > b' ' => return,
-            Some(b' ') if self.bytes().get(self.pos + 1).is_some_and(|&b| b > b' ') => {
-                self.pos += 1;
-                return;
-            }
-            _ => {}
-        }
-        // By value, not `&mut self`: an `Object` whose address is never
-        // taken can live in registers (Wasm locals).
-        self.pos = ws_end(self.bytes(), self.pos);
+        // Through a local, not `&mut self.pos`: an `Object` whose address
+        // is never taken can live in registers (Wasm locals).
+        let mut pos = self.pos;
+        ws_peek(self.bytes(), &mut pos);
+        self.pos = pos;
     }
 
     /// `text[from..to]`; positions are always at ASCII delimiters, so
