@@ -129,11 +129,7 @@ impl Timers {
         self.in_tx = false;
         let mut ops = std::mem::take(&mut self.tx);
         for c in ops.drain(..) {
-            if c.register {
-                self.apply_register(c.op, c.key, c.domain, c.time);
-            } else {
-                self.apply_delete(c.op, c.key, c.domain, c.time);
-            }
+            self.apply(c);
         }
         self.tx = ops;
     }
@@ -155,19 +151,25 @@ impl Timers {
     }
 
     fn change(&mut self, register: bool, op: u16, key: &[u8], domain: Domain, time: i64) {
-        let key = SmallKey::new(key);
+        let c = TimerOp {
+            register,
+            op,
+            key: SmallKey::new(key),
+            domain,
+            time,
+        };
         if self.in_tx {
-            self.tx.push(TimerOp {
-                register,
-                op,
-                key,
-                domain,
-                time,
-            });
-        } else if register {
-            self.apply_register(op, key, domain, time);
+            self.tx.push(c);
         } else {
-            self.apply_delete(op, key, domain, time);
+            self.apply(c);
+        }
+    }
+
+    fn apply(&mut self, c: TimerOp) {
+        if c.register {
+            self.apply_register(c.op, c.key, c.domain, c.time);
+        } else {
+            self.apply_delete(c.op, c.key, c.domain, c.time);
         }
     }
 
