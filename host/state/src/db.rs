@@ -16,9 +16,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 
 use crate::StateError;
 use crate::codec::{NO_EXPIRY, expiry_of};
@@ -38,6 +40,11 @@ pub struct StateDb {
     /// Entries expiring at or before this are dropped by compaction.
     expired_before: Arc<AtomicI64>,
     write_opts: WriteOptions,
+    /// Whether the state column family held nothing when the database was
+    /// opened and nothing has been written to it since (see
+    /// [`StateDb::state_untouched`]).
+    state_empty_at_open: bool,
+    state_written: AtomicBool,
 }
 
 fn err(path: &Path) -> impl Fn(rocksdb::Error) -> StateError + '_ {
@@ -65,6 +72,15 @@ impl StateDb {
         opts.set_max_total_wal_size(WAL_LIMIT);
         let mut state_opts = Options::default();
         state_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // State is read by whole key, and a miss (a key that does not exist
+        // yet) is the common read of a feature job once state outgrows the
+        // cache: Bloom filters let RocksDB answer it without reading a data
+        // block of every level, and the memtable's without searching it.
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        state_opts.set_block_based_table_factory(&table);
+        state_opts.set_memtable_prefix_bloom_ratio(0.02);
+        state_opts.set_memtable_whole_key_filtering(true);
         let horizon = expired_before.clone();
         state_opts.set_compaction_filter("wafer-ttl", move |_level: u32, _key: &[u8], value: &[u8]| {
             match expiry_of(value) {
@@ -83,11 +99,22 @@ impl StateDb {
         // Durability comes from checkpoints, not from the write-ahead log:
         // it is written (so checkpoints can take it) but never synced.
         let write_opts = WriteOptions::default();
+        let state_empty_at_open = match db.cf_handle(CF_STATE) {
+            Some(cf) => db
+                .iterator_cf(cf, IteratorMode::Start)
+                .next()
+                .transpose()
+                .map_err(err(path))?
+                .is_none(),
+            None => false,
+        };
         Ok(Arc::new(StateDb {
             db,
             path: path.to_path_buf(),
             expired_before,
             write_opts,
+            state_empty_at_open,
+            state_written: AtomicBool::new(false),
         }))
     }
 
@@ -152,6 +179,13 @@ impl StateDb {
         self.db.get_cf(cf, key).map_err(err(&self.path))
     }
 
+    /// Whether no state has been in the database since it was opened: then
+    /// a keyed worker created now knows every state entry RocksDB will hold
+    /// (those it writes), and can skip reading keys it never wrote.
+    pub(crate) fn state_untouched(&self) -> bool {
+        self.state_empty_at_open && !self.state_written.load(Ordering::Acquire)
+    }
+
     /// Applies puts (`Some`) and deletes (`None`) in one write.
     pub(crate) fn write<'a>(
         &self,
@@ -168,6 +202,9 @@ impl StateDb {
         }
         if batch.is_empty() {
             return Ok(());
+        }
+        if cf == CF_STATE {
+            self.state_written.store(true, Ordering::Release);
         }
         self.db
             .write_opt(batch, &self.write_opts)

@@ -28,6 +28,7 @@ use crate::cache::ClockCache;
 use crate::codec::{Data, NO_EXPIRY, decode, encode, state_key};
 use crate::db::{CF_STATE, StateDb};
 use crate::frozen::{Frozen, Writes};
+use crate::stored::StoredKeys;
 use crate::timers::Timers;
 
 /// The kind of a piece of state.
@@ -113,6 +114,17 @@ impl Cell {
 
 /// Keeps a replaced value's buffer in `spare` for a later value (a free
 /// function: callers hold a cell of the cache meanwhile).
+/// Records the keys that `writes` puts into RocksDB in `stored`.
+fn note_stored(stored: &mut Option<StoredKeys>, writes: &Writes) {
+    if let Some(stored) = stored {
+        for (key, value) in writes {
+            if value.is_some() {
+                stored.insert(key);
+            }
+        }
+    }
+}
+
 fn keep_spare(spare: &mut Vec<Vec<u8>>, mut v: Vec<u8>) {
     if spare.len() < SPARE_VALUES && v.capacity() <= SPARE_VALUE_BYTES {
         v.clear();
@@ -179,6 +191,8 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Batched writes to RocksDB.
     pub writes: u64,
+    /// Misses answered without RocksDB: keys this worker never stored.
+    pub reads_skipped: u64,
 }
 
 /// Evicted dirty entries are written to RocksDB in batches of this many.
@@ -192,6 +206,10 @@ pub struct KeyedState {
     // beyond foldhash's per-process seed).
     cache: ClockCache<Cell>,
     pending: Writes,
+    /// The keys this worker has put into RocksDB, when it knows them all
+    /// (the database held no state when it started): a miss on any other
+    /// key needs no RocksDB read. `None`: every miss reads RocksDB.
+    stored: Option<StoredKeys>,
     /// The writes handed over at the last checkpoint barrier, until the
     /// snapshot is taken: read before RocksDB, and while set this worker's
     /// own writes wait in `pending` (see `frozen`).
@@ -231,10 +249,12 @@ pub struct KeyedState {
 impl KeyedState {
     /// State over `db` caching at most `cache_entries` entries.
     pub fn new(db: Arc<StateDb>, cache_entries: usize) -> Self {
+        let stored = db.state_untouched().then(StoredKeys::new);
         KeyedState {
             db,
             cache: ClockCache::new(cache_entries),
             pending: HashMap::default(),
+            stored,
             held: None,
             capture: None,
             epoch: 1,
@@ -416,6 +436,7 @@ impl KeyedState {
         if self.pending.is_empty() {
             return Ok(());
         }
+        note_stored(&mut self.stored, &self.pending);
         self.db.write(
             CF_STATE,
             self.pending.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
@@ -475,12 +496,18 @@ impl KeyedState {
             None => NO_EXPIRY,
         };
         let (pending, capture_, held, db) = (&self.pending, &self.capture, &self.held, &self.db);
+        let (stored, skipped) = (&self.stored, &mut self.stats.reads_skipped);
         let scratch = &self.scratch;
         let loaded = self.cache.get_or_load(scratch, || {
+            let pending = || (!pending.is_empty()).then(|| pending.get(scratch)).flatten();
             let captured = || capture_.as_ref().and_then(|c| c.writes.get(scratch));
             let frozen = || held.as_ref().and_then(|f| f.get(scratch));
-            let raw = match pending.get(scratch).or_else(captured).or_else(frozen) {
+            let raw = match pending().or_else(captured).or_else(frozen) {
                 Some(v) => v.clone(),
+                None if stored.as_ref().is_some_and(|s| !s.may_contain(scratch)) => {
+                    *skipped += 1;
+                    None
+                }
                 None => db.get(CF_STATE, scratch)?,
             };
             Ok::<_, StateError>(match raw.as_deref().and_then(decode) {
@@ -842,6 +869,8 @@ impl KeyedState {
             return None;
         }
         let c = self.capture.take()?;
+        // Recorded now: the coordinator may write the set any time after.
+        note_stored(&mut self.stored, &c.writes);
         let frozen = Arc::new(Frozen::new(c.writes, c.timers));
         self.held = Some(frozen.clone());
         Some(frozen)

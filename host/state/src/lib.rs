@@ -14,6 +14,7 @@ mod db;
 mod frozen;
 mod keyed;
 mod small_key;
+mod stored;
 mod timers;
 
 pub use codec::Data;

@@ -536,3 +536,54 @@ fn frozen_writes_snapshot_the_barrier_while_work_goes_on() {
         assert_eq!(stored_timers(&db), timers, "cache {cache} at the end");
     }
 }
+
+#[test]
+fn misses_on_keys_never_stored_skip_rocksdb_only_while_the_worker_knows_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = KeyedState::new(db.clone(), 3);
+        s.set_write_batch(2);
+        s.declare(1, 0, decl(Kind::Value, None));
+        for i in 0..40u32 {
+            s.value_set(1, 0, &i.to_be_bytes(), i.to_le_bytes().to_vec())
+                .unwrap();
+        }
+        // Most of the 40 were evicted to RocksDB; the cache holds 3.
+        assert!(s.stats().writes > 5);
+        let skipped = s.stats().reads_skipped;
+        assert!(skipped >= 40, "every new key was known absent: {skipped}");
+        for i in 0..40u32 {
+            let v = s.value_get(1, 0, &i.to_be_bytes()).unwrap();
+            assert_eq!(v, Some(i.to_le_bytes().to_vec()), "key {i}");
+        }
+        assert_eq!(s.stats().reads_skipped, skipped, "stored keys are read");
+        for i in 100..140u32 {
+            assert_eq!(s.value_get(1, 0, &i.to_be_bytes()).unwrap(), None);
+        }
+        // A false positive now and then reads RocksDB (and finds nothing).
+        assert!(s.stats().reads_skipped >= skipped + 35);
+        s.flush().unwrap();
+
+        // A second worker over a database written since it was opened does
+        // not know what is there: it reads every miss.
+        let mut t = KeyedState::new(db, 3);
+        t.declare(1, 0, decl(Kind::Value, None));
+        for i in 0..40u32 {
+            let v = t.value_get(1, 0, &i.to_be_bytes()).unwrap();
+            assert_eq!(v, Some(i.to_le_bytes().to_vec()), "key {i}");
+        }
+        assert_eq!(t.value_get(1, 0, b"never").unwrap(), None);
+        assert_eq!(t.stats().reads_skipped, 0);
+    }
+    // Nor does one over a database that held state when opened (a restore).
+    let db = StateDb::open(dir.path()).unwrap();
+    let mut s = KeyedState::new(db, 3);
+    s.declare(1, 0, decl(Kind::Value, None));
+    assert_eq!(
+        s.value_get(1, 0, &7u32.to_be_bytes()).unwrap(),
+        Some(7u32.to_le_bytes().to_vec())
+    );
+    assert_eq!(s.value_get(1, 0, b"never").unwrap(), None);
+    assert_eq!(s.stats().reads_skipped, 0);
+}
