@@ -45,17 +45,12 @@ impl Downstream {
             writer.write(buf);
         }
         if let Some(router) = &mut self.keyed {
-            let position = |i: usize| raw.position(i);
-            let payload = |i: usize| raw.records.as_batch().get(i).unwrap_or_default().to_vec();
             router.send(
                 schema,
                 rows,
                 survivors,
-                &position,
-                &payload,
+                raw,
                 row_watermarks,
-                raw.chunk,
-                &raw.seqs,
                 watermark,
                 dead,
                 source,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use wafer_connectors::OutputWriter;
-use wafer_core::dead_letter::{DeadLetter, Position};
+use wafer_core::dead_letter::DeadLetter;
 use wafer_core::json::RowJson;
 use wafer_core::watermark::{InputWatermarks, MAX_WATERMARK};
 use wafer_core::window::record_late;
@@ -29,6 +29,7 @@ use wafer_row::{BatchBuf, Row, Schema};
 use wafer_state::{Domain, Fired};
 
 use crate::RuntimeError;
+use crate::batch::{Positions, RawBatch};
 use crate::checkpoint::{Control, KeyedCut, KeyedLink};
 use crate::dead_letters::DeadLetters;
 
@@ -54,7 +55,7 @@ pub(crate) struct KeyedBatch {
     /// Event time of each row.
     pub times: Vec<i64>,
     /// Where each row came from.
-    pub positions: Vec<Position>,
+    pub positions: Positions,
     /// The sender's watermark just before each row: what the row's lateness
     /// is judged against (at least as recent as the operator's watermark,
     /// and never ahead of a sequential reading of the input).
@@ -645,6 +646,7 @@ fn merge(source: usize, chunk: u64, parts: &[Box<KeyedBatch>]) -> KeyedBatch {
         chunk,
         rows: BatchBuf::with_capacity(order.len(), parts.iter().map(|p| p.rows.data.len()).sum()),
         keys: BatchBuf::with_capacity(order.len(), parts.iter().map(|p| p.keys.data.len()).sum()),
+        positions: Positions::with_capacity(order.len()),
         ..KeyedBatch::default()
     };
     for (seq, pi, ri) in order {
@@ -652,7 +654,7 @@ fn merge(source: usize, chunk: u64, parts: &[Box<KeyedBatch>]) -> KeyedBatch {
         out.rows.push(p.rows.as_batch().get(ri).unwrap_or_default());
         out.keys.push(p.keys.as_batch().get(ri).unwrap_or_default());
         out.times.push(p.times[ri]);
-        out.positions.push(p.positions[ri].clone());
+        out.positions.push_from(&p.positions, ri);
         out.row_watermarks.push(p.row_watermarks[ri]);
         out.seqs.push(seq);
     }
@@ -676,11 +678,8 @@ impl KeyedRouter {
         schema: &Schema,
         rows: &wafer_row::Batch<'_>,
         survivors: &[u32],
-        position: &dyn Fn(usize) -> Position,
-        payload: &dyn Fn(usize) -> Vec<u8>,
+        raw: &RawBatch,
         row_watermarks: &[i64],
-        chunk: u64,
-        seqs: &[u64],
         watermark: i64,
         dead: &mut DeadLetters,
         source_name: &Arc<str>,
@@ -690,7 +689,7 @@ impl KeyedRouter {
             .map(|_| KeyedBatch {
                 sender: self.sender,
                 source: self.source,
-                chunk,
+                chunk: raw.chunk,
                 watermark,
                 ..KeyedBatch::default()
             })
@@ -706,11 +705,11 @@ impl KeyedRouter {
             if let Err(field) = self.key.extract(&row, &mut key) {
                 dead.push(&DeadLetter {
                     source: source_name.clone(),
-                    position: position(i),
+                    position: raw.position(i),
                     reason: wafer_core::dead_letter::Reason::NoKey,
                     stage: Arc::from("key_by"),
                     error: format!("key field `{field}` is absent"),
-                    payload: payload(i),
+                    payload: raw.records.as_batch().get(i).unwrap_or_default().to_vec(),
                 });
                 continue;
             }
@@ -719,10 +718,11 @@ impl KeyedRouter {
             b.rows.push(bytes);
             b.keys.push(&key);
             b.times.push(et.and_then(|e| row.int(e)).unwrap_or(i64::MIN));
-            b.positions.push(position(i));
+            b.positions
+                .push(raw.origin(i), raw.offsets.get(i).copied().unwrap_or_default());
             b.row_watermarks
                 .push(row_watermarks.get(i).copied().unwrap_or(i64::MIN));
-            b.seqs.push(seqs.get(i).copied().unwrap_or_default());
+            b.seqs.push(raw.seqs.get(i).copied().unwrap_or_default());
         }
         // Every keyed worker gets every chunk, empty or not: it waits for all
         // parts of a chunk before handling it.

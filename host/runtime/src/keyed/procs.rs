@@ -253,7 +253,7 @@ impl ProcOp {
     ) -> DeadLetter {
         DeadLetter {
             source: source.name.clone(),
-            position: batch.positions[i].clone(),
+            position: batch.positions.get(i),
             reason,
             stage: self.name.clone(),
             error,
@@ -272,12 +272,7 @@ impl ProcOp {
         for msg in &out.bad_rows {
             dead.push(&DeadLetter {
                 source: source.name.clone(),
-                position: batch.positions.first().cloned().unwrap_or(
-                    wafer_core::dead_letter::Position::File {
-                        path: Arc::from(""),
-                        offset: 0,
-                    },
-                ),
+                position: batch.positions.get(0),
                 reason: Reason::BadRow,
                 stage: self.name.clone(),
                 error: msg.clone(),
