@@ -58,8 +58,12 @@ impl<V> ClockCache<V> {
         }
     }
 
+    #[cfg(test)]
     fn find(&self, key: &[u8]) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| slots[i as usize].key.as_slice() == key)
@@ -94,7 +98,8 @@ impl<V> ClockCache<V> {
         key: &[u8],
         load: impl FnOnce() -> Result<V, E>,
     ) -> Result<Loaded<'_, V>, E> {
-        if let Some(i) = self.find(key) {
+        let hash = self.hasher.hash_one(key);
+        if let Some(i) = self.find_hashed(hash, key) {
             let slot = &mut self.slots[i];
             slot.referenced = true;
             return Ok(Loaded {
@@ -105,7 +110,7 @@ impl<V> ClockCache<V> {
             });
         }
         let value = load()?;
-        let (i, evicted) = self.insert_new(key, value);
+        let (i, evicted) = self.insert_new(hash, key, value);
         Ok(Loaded {
             value: &mut self.slots[i].value,
             slot: i as u32,
@@ -123,8 +128,7 @@ impl<V> ClockCache<V> {
 
     /// Inserts an entry known to be absent; returns its slot and what it
     /// evicted.
-    fn insert_new(&mut self, key: &[u8], value: V) -> (usize, Option<(Vec<u8>, V)>) {
-        let hash = self.hasher.hash_one(key);
+    fn insert_new(&mut self, hash: u64, key: &[u8], value: V) -> (usize, Option<(Vec<u8>, V)>) {
         let slot = Slot {
             hash,
             key: Key::new(key),
@@ -195,13 +199,14 @@ impl<V> ClockCache<V> {
     /// Inserts or replaces the entry of `key`; returns what it evicted.
     #[cfg(test)]
     pub(crate) fn put(&mut self, key: Vec<u8>, value: V) -> Option<(Vec<u8>, V)> {
-        if let Some(i) = self.find(&key) {
+        let hash = self.hasher.hash_one(&key[..]);
+        if let Some(i) = self.find_hashed(hash, &key) {
             let slot = &mut self.slots[i];
             slot.value = value;
             slot.referenced = true;
             return None;
         }
-        self.insert_new(&key, value).1
+        self.insert_new(hash, &key, value).1
     }
 
     /// Every entry, in no particular order (for checks in debug builds).
