@@ -29,6 +29,9 @@
 
 use std::fmt;
 
+mod utf8;
+pub use utf8::{is_ascii, str_from_utf8};
+
 /// The type of one field of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldType {
@@ -394,7 +397,7 @@ impl<'a> Row<'a> {
     /// Field `i` as a str.
     #[inline]
     pub fn str(&self, i: usize) -> Option<&'a str> {
-        std::str::from_utf8(self.raw_bytes(i)?).ok()
+        str_from_utf8(self.raw_bytes(i)?).ok()
     }
 
     /// The raw 8-byte slot of field `i` (for fixed-width fields).
@@ -484,7 +487,7 @@ pub fn validate(bytes: &[u8], schema: &Schema) -> Result<(), RowError> {
                 let v = row
                     .raw_bytes(i)
                     .ok_or_else(|| RowError::OutOfBounds(field.name.clone()))?;
-                if field.ty == FieldType::Str && std::str::from_utf8(v).is_err() {
+                if field.ty == FieldType::Str && str_from_utf8(v).is_err() {
                     return Err(RowError::NotUtf8(field.name.clone()));
                 }
             }

@@ -388,7 +388,7 @@ impl<'a> Object<'a> {
     /// not UTF-8 or not JSON, and with an invalid-record error if it is a
     /// JSON value other than an object.
     pub fn parse(payload: &'a [u8]) -> Result<Self, Error> {
-        let text = match std::str::from_utf8(payload) {
+        let text = match wafer_row::str_from_utf8(payload) {
             Ok(t) => t,
             Err(e) => return Err(syntax(e.valid_up_to(), "not UTF-8")),
         };
