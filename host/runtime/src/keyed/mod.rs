@@ -437,8 +437,13 @@ impl KeyedWorker {
                 flow.blocked[source] = Some(id);
                 return Ok(());
             }
-            let merged = merge(source, chunk, &parts);
-            self.handle(&merged, wms.current(), counters)?;
+            let mut with_rows = parts.iter().filter(|p| !p.rows.is_empty());
+            match (with_rows.next(), with_rows.next()) {
+                (None, _) => {}
+                // One sender had rows for this worker: already in order.
+                (Some(only), None) => self.handle(only, wms.current(), counters)?,
+                _ => self.handle(&merge(source, chunk, &parts), wms.current(), counters)?,
+            }
             for p in &parts {
                 if let Some(wm) = wms.update(p.sender, p.watermark) {
                     self.advance(wm, counters)?;
@@ -631,15 +636,27 @@ impl KeyedWorker {
     }
 }
 
-/// Puts the parts of one chunk back into source order.
+/// Puts the parts of one chunk back into source order: each part is in
+/// order (a sender keeps its rows' order), so this merges them, taking the
+/// part with the smallest next sequence number each time.
 fn merge(source: usize, chunk: u64, parts: &[Box<KeyedBatch>]) -> KeyedBatch {
-    let mut order: Vec<(u64, usize, usize)> = Vec::with_capacity(parts.iter().map(|p| p.seqs.len()).sum());
-    for (pi, p) in parts.iter().enumerate() {
-        for (ri, &seq) in p.seqs.iter().enumerate() {
-            order.push((seq, pi, ri));
+    let total = parts.iter().map(|p| p.seqs.len()).sum();
+    let mut order: Vec<(u64, usize, usize)> = Vec::with_capacity(total);
+    let mut next = vec![0usize; parts.len()];
+    while order.len() < total {
+        let mut best: Option<(u64, usize)> = None;
+        for (pi, p) in parts.iter().enumerate() {
+            if let Some(&seq) = p.seqs.get(next[pi])
+                && best.is_none_or(|(s, _)| seq < s)
+            {
+                best = Some((seq, pi));
+            }
         }
+        let Some((seq, pi)) = best else { break };
+        order.push((seq, pi, next[pi]));
+        next[pi] += 1;
     }
-    order.sort_unstable();
+    debug_assert!(order.windows(2).all(|w| w[0].0 <= w[1].0), "parts out of order");
     let mut out = KeyedBatch {
         sender: usize::MAX,
         source,
@@ -758,4 +775,48 @@ pub(crate) fn row_payload(source: &SourceInfo, row: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     source.json.write(&Row::new(row, source.schema.len()), &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wafer_core::dead_letter::Position;
+
+    fn part(sender: usize, seqs: &[u64]) -> Box<KeyedBatch> {
+        let mut b = KeyedBatch {
+            sender,
+            ..KeyedBatch::default()
+        };
+        let origin = Arc::new(crate::batch::Origin::File("f".into()));
+        for &s in seqs {
+            b.rows.push(format!("row{s}").as_bytes());
+            b.keys.push(format!("key{s}").as_bytes());
+            b.times.push(s as i64 * 10);
+            b.positions.push(Some(&origin), s * 100);
+            b.row_watermarks.push(s as i64);
+            b.seqs.push(s);
+        }
+        Box::new(b)
+    }
+
+    #[test]
+    fn merge_restores_source_order_across_parts() {
+        let parts = vec![part(0, &[0, 3, 4, 9]), part(1, &[]), part(2, &[1, 2, 5, 6, 7, 8])];
+        let m = merge(7, 3, &parts);
+        assert_eq!((m.source, m.chunk), (7, 3));
+        assert_eq!(m.seqs, (0..10).collect::<Vec<u64>>());
+        for s in 0..10u64 {
+            let i = s as usize;
+            assert_eq!(m.rows.as_batch().get(i), Some(format!("row{s}").as_bytes()));
+            assert_eq!(m.keys.as_batch().get(i), Some(format!("key{s}").as_bytes()));
+            assert_eq!((m.times[i], m.row_watermarks[i]), (s as i64 * 10, s as i64));
+            assert_eq!(
+                m.positions.get(i),
+                Position::File {
+                    path: "f".into(),
+                    offset: s * 100
+                }
+            );
+        }
+    }
 }
