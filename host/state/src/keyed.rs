@@ -112,8 +112,6 @@ impl Cell {
     }
 }
 
-/// Keeps a replaced value's buffer in `spare` for a later value (a free
-/// function: callers hold a cell of the cache meanwhile).
 /// Records the keys that `writes` puts into RocksDB in `stored`.
 fn note_stored(stored: &mut Option<StoredKeys>, writes: &Writes) {
     if let Some(stored) = stored {
@@ -125,6 +123,8 @@ fn note_stored(stored: &mut Option<StoredKeys>, writes: &Writes) {
     }
 }
 
+/// Keeps a replaced value's buffer in `spare` for a later value (a free
+/// function: callers hold a cell of the cache meanwhile).
 fn keep_spare(spare: &mut Vec<Vec<u8>>, mut v: Vec<u8>) {
     if spare.len() < SPARE_VALUES && v.capacity() <= SPARE_VALUE_BYTES {
         v.clear();
