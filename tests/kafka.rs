@@ -416,6 +416,18 @@ const MINUTE_BASE: i64 = 1_699_999_800_000;
 /// Starts the user-features example, unbounded, reading `topic` and writing
 /// windows to `<prefix>purchases_5m`.
 fn start_unbounded(s: &Scratch, brokers: &str, topic: &str, prefix: &str, idle: &str) -> Running {
+    start_unbounded_logging(s, brokers, topic, prefix, idle, std::process::Stdio::null())
+}
+
+/// [`start_unbounded`], with the job's log going to `log`.
+fn start_unbounded_logging(
+    s: &Scratch,
+    brokers: &str,
+    topic: &str,
+    prefix: &str,
+    idle: &str,
+    log: std::process::Stdio,
+) -> Running {
     Running(
         Command::new(env!("CARGO_BIN_EXE_wafer"))
             .arg("run")
@@ -432,7 +444,7 @@ fn start_unbounded(s: &Scratch, brokers: &str, topic: &str, prefix: &str, idle: 
             .env("IDLE_TIMEOUT", idle)
             .env("OUTPUT_DIR", s.path("out"))
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start wafer"),
     )
@@ -508,4 +520,70 @@ fn a_broker_restarted_mid_run_loses_nothing() {
     let got = wait_for_windows(&broker.addr, "r.purchases_5m", &all);
     drop(child);
     assert!(all.is_subset(&got), "after the restart: {got:?}");
+}
+
+#[test]
+fn a_partition_assigned_while_running_is_read() {
+    // A partition added to a topic reaches a running job the way this one
+    // does: in a new assignment of the consumer group, for a partition the
+    // job has never read (tansu cannot add partitions to a topic, so another
+    // member of the group hands one over instead).
+    let broker = Broker::start(Storage::Memory);
+    let s = Scratch::new();
+    broker.create_topics(&[("g", 2), ("g.purchases_5m", 2), ("g.sessions", 2)]);
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "g-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    other.subscribe(&["g"]).expect("subscribe");
+    let holds = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let _ = other.poll(Duration::from_millis(100));
+            if other.assignment().map(|a| a.count()).unwrap_or_default() == n {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(holds(2), "the other member never got both partitions");
+
+    // The job joins the group: each member gets one partition.
+    let log_path = s.path("wafer.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = start_unbounded_logging(&s, &broker.addr, "g", "g.", "3s", log.into());
+    assert!(holds(1), "the job never joined the group");
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait_for_log = |line: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !log_text().contains(line) {
+            // The other member keeps taking part in the group meanwhile.
+            let _ = other.poll(Duration::from_millis(100));
+        }
+    };
+    wait_for_log("kafka partitions assigned partitions=1");
+    // The other member leaves: its partition goes to the running job.
+    drop(other);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !log_text().contains("kafka partitions assigned partitions=2") {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = log_text();
+    let first = text.find("kafka partitions assigned partitions=1");
+    let second = text.find("kafka partitions assigned partitions=2");
+    assert!(
+        first.is_some() && first < second,
+        "the job held one partition, then both:\n{text}"
+    );
+
+    // Purchases in both partitions: the job reads the one it was handed.
+    let placed = produce_purchases(&s, &broker.addr, "g", 2, 0..20, 8);
+    let used: BTreeSet<i32> = placed.iter().map(|(p, _, _)| *p).collect();
+    assert_eq!(used.len(), 2, "purchases in both partitions");
+    let want = windows(8, 0..3);
+    let got = wait_for_windows(&broker.addr, "g.purchases_5m", &want);
+    drop(child);
+    assert!(want.is_subset(&got), "windows of both partitions: got {got:?}");
 }
