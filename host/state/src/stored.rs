@@ -115,6 +115,11 @@ impl StoredKeys {
 
     /// Whether RocksDB may hold `key`; `false` means it certainly does not.
     pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
+        if self.layers.iter().all(|l| l.keys == 0) {
+            // Nothing stored yet (a job whose state fits its cache, before
+            // its first checkpoint): no hashing, no probe.
+            return false;
+        }
         let hash = self.hasher.hash_one(key);
         // Newest first: the layers of keys stored long ago are the least
         // likely to be asked about again.
