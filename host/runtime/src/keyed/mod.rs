@@ -507,8 +507,12 @@ impl KeyedWorker {
                 // is older than the watermark minus the allowed lateness.
                 let mut in_window = false;
                 let mut window_open = false;
-                for w in &self.windows {
+                // Windows taking the row, by index (a window's input filter
+                // is evaluated once per row).
+                let mut takes: u64 = 0;
+                for (wi, w) in self.windows.iter().enumerate() {
                     if w.accepts(batch.source, &row) {
+                        takes |= 1u64.checked_shl(wi as u32).unwrap_or(0);
                         in_window = true;
                         window_open |= w.open_for(t, lateness, wm);
                     }
@@ -527,8 +531,13 @@ impl KeyedWorker {
                     continue;
                 }
                 let key = keys.get(i).unwrap_or_default();
-                for w in &mut self.windows {
-                    if w.accepts(batch.source, &row) {
+                for (wi, w) in self.windows.iter_mut().enumerate() {
+                    let taken = match 1u64.checked_shl(wi as u32) {
+                        Some(bit) => takes & bit != 0,
+                        // Past 64 windows: asked again.
+                        None => w.accepts(batch.source, &row),
+                    };
+                    if taken {
                         w.add(&mut core, key, &row, t, wm, lateness, &mut self.outputs)?;
                     }
                 }
