@@ -702,6 +702,11 @@ impl<'a> Batch<'a> {
         self.ends.is_empty()
     }
 
+    /// Bytes of all records.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
     /// Record `i`, or `None` if `i` is out of range or its offsets are
     /// inconsistent.
     #[inline]

@@ -711,13 +711,24 @@ impl KeyedRouter {
         source_name: &Arc<str>,
     ) {
         let m = self.senders.len();
+        // Each worker's part sized for a little over an even share, so that
+        // filling it rarely grows (and copies) its buffers.
+        let share = survivors.len().div_ceil(m.max(1));
+        let room = share + share / 4 + 8;
+        let row_bytes = rows.bytes() / rows.len().max(1) + 1;
         let mut out: Vec<KeyedBatch> = (0..m)
             .map(|_| KeyedBatch {
                 sender: self.sender,
                 source: self.source,
                 chunk: raw.chunk,
                 watermark,
-                ..KeyedBatch::default()
+                rows: BatchBuf::with_capacity(room, room * row_bytes),
+                keys: BatchBuf::with_capacity(room, room * 24),
+                times: Vec::with_capacity(room),
+                positions: Positions::with_capacity(room),
+                row_watermarks: Vec::with_capacity(room),
+                seqs: Vec::with_capacity(room),
+                barrier: None,
             })
             .collect();
         let et = schema.event_time();
