@@ -201,7 +201,13 @@ impl KeyedBackend for ProcBackend {
     fn value_get_all(&mut self, state: u32, out: &mut ValueBatch) -> Result<(), String> {
         self.check_state(state)?;
         let mut core = self.lock()?;
-        for key in 0..self.key_ends.len() as u32 {
+        let n = self.key_ends.len();
+        // Room for every key's value up front (a processor's values are
+        // usually small): growing the batch copied it again and again.
+        out.ends.reserve(n);
+        out.present.reserve(n);
+        out.data.reserve(n * 64);
+        for key in 0..n as u32 {
             self.on_key(&mut core, state, key, |c, op, s, k| {
                 c.state.value_with(op, s, k, |v| out.push(v))
             })?;
