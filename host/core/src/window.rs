@@ -199,12 +199,17 @@ impl Aggregates {
 
     /// An empty accumulator.
     pub fn empty(&self) -> Vec<u8> {
-        vec![0u8; self.aggs.len() * ACC]
+        vec![0u8; self.size()]
+    }
+
+    /// Bytes of an accumulator (an empty one is all zeroes).
+    pub fn size(&self) -> usize {
+        self.aggs.len() * ACC
     }
 
     /// Whether `acc` has the right size for these aggregates.
     pub fn fits(&self, acc: &[u8]) -> bool {
-        acc.len() == self.aggs.len() * ACC
+        acc.len() == self.size()
     }
 
     /// Adds one row to `acc`.

@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::small_key::SmallKey;
+
 /// A piece of state, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
-    /// Value state.
-    Value(Vec<u8>),
+    /// Value state (inline when short: see `small_key`).
+    Value(SmallKey),
     /// List state.
     List(Vec<Vec<u8>>),
     /// Map state.
@@ -148,7 +150,7 @@ pub fn decode(v: &[u8]) -> Option<(Data, i64)> {
     let kind = *v.get(8)?;
     let mut r = Reader(&v[9..]);
     let data = match kind {
-        0 => Data::Value(v[9..].to_vec()),
+        0 => Data::Value(SmallKey::new(&v[9..])),
         1 => {
             let n = r.u32()?;
             let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
@@ -182,7 +184,8 @@ mod tests {
         m.insert(b"k".to_vec(), b"v".to_vec());
         m.insert(vec![], vec![0, 1]);
         for (d, e) in [
-            (Data::Value(b"hello".to_vec()), 5),
+            (Data::Value(SmallKey::new(b"hello")), 5),
+            (Data::Value(SmallKey::new(&[7; 100])), 5),
             (Data::List(vec![vec![], b"x".to_vec()]), NO_EXPIRY),
             (Data::Map(m), -3),
         ] {

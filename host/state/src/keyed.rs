@@ -28,6 +28,7 @@ use crate::cache::ClockCache;
 use crate::codec::{Data, NO_EXPIRY, decode, encode, state_key};
 use crate::db::{CF_STATE, StateDb};
 use crate::frozen::{Frozen, Writes};
+use crate::small_key::SmallKey;
 use crate::stored::StoredKeys;
 use crate::timers::Timers;
 
@@ -360,7 +361,7 @@ impl KeyedState {
     pub fn commit(&mut self) -> Result<(), StateError> {
         if let Some(mut tx) = self.tx.take() {
             for (_, old) in tx.undo.drain(..) {
-                if let Some(Data::Value(v)) = old.data {
+                if let Some(Data::Value(SmallKey::Heap(v))) = old.data {
                     keep_spare(&mut self.spare_values, v);
                 }
             }
@@ -553,7 +554,7 @@ impl KeyedState {
             tx.keys.extend_from_slice(&self.scratch);
             tx.undo.push((tx.keys.len(), Cell { data, ..*cell }));
             cell.tx = tx.id;
-        } else if replace && let Some(Data::Value(v)) = cell.data.take() {
+        } else if replace && let Some(Data::Value(SmallKey::Heap(v))) = cell.data.take() {
             keep_spare(&mut self.spare_values, v);
         }
         let r = f(&mut cell.data);
@@ -604,7 +605,7 @@ impl KeyedState {
     /// Value state: the value, if any.
     pub fn value_get(&mut self, op: u16, state: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         self.with(op, state, Some(Kind::Value), key, Access::Read, |d| match d {
-            Some(Data::Value(v)) => Some(v.clone()),
+            Some(Data::Value(v)) => Some(v.to_vec()),
             _ => None,
         })
     }
@@ -618,13 +619,13 @@ impl KeyedState {
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R, StateError> {
         self.with(op, state, Some(Kind::Value), key, Access::Read, |d| match d {
-            Some(Data::Value(v)) => f(Some(v)),
+            Some(Data::Value(v)) => f(Some(v.as_slice())),
             _ => f(None),
         })
     }
 
-    /// Value state: sets the value to a copy of `value`, in a buffer of a
-    /// value replaced earlier when there is one.
+    /// Value state: sets the value to a copy of `value`: inline when short,
+    /// else in a buffer of a value replaced earlier when there is one.
     pub fn value_set_from(
         &mut self,
         op: u16,
@@ -632,13 +633,21 @@ impl KeyedState {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        let mut buf = self.spare_values.pop().unwrap_or_default();
-        buf.extend_from_slice(value);
-        self.value_set(op, state, key, buf)
+        let value = if value.len() <= crate::small_key::INLINE {
+            SmallKey::new(value)
+        } else {
+            let mut buf = self.spare_values.pop().unwrap_or_default();
+            buf.extend_from_slice(value);
+            SmallKey::Heap(buf)
+        };
+        self.with(op, state, Some(Kind::Value), key, Access::Replace, |d| {
+            *d = Some(Data::Value(value))
+        })
     }
 
     /// Value state: sets the value.
     pub fn value_set(&mut self, op: u16, state: u16, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
+        let value = SmallKey::from_vec(value);
         self.with(op, state, Some(Kind::Value), key, Access::Replace, |d| {
             *d = Some(Data::Value(value))
         })
@@ -750,7 +759,7 @@ impl KeyedState {
             sub,
             Access::Read,
             |d| match d {
-                Some(Data::Value(v)) => Some(v.clone()),
+                Some(Data::Value(v)) => Some(v.to_vec()),
                 _ => None,
             },
         )
@@ -765,6 +774,7 @@ impl KeyedState {
         sub: &[u8],
         value: Vec<u8>,
     ) -> Result<(), StateError> {
+        let value = SmallKey::from_vec(value);
         self.with_sub(op, state, Some(Kind::Value), key, sub, Access::Replace, |d| {
             *d = Some(Data::Value(value))
         })
@@ -779,7 +789,7 @@ impl KeyedState {
         state: u16,
         key: &[u8],
         sub: &[u8],
-        f: impl FnOnce(&mut Option<Vec<u8>>) -> R,
+        f: impl FnOnce(&mut Option<SmallKey>) -> R,
     ) -> Result<R, StateError> {
         self.with_sub(op, state, Some(Kind::Value), key, sub, Access::Update, |d| {
             let mut v = match d.take() {

@@ -377,7 +377,7 @@ fn stored(db: &StateDb) -> Stored {
     db.scan(crate::db::CF_STATE, &[], |k, v| {
         let (_, _, state, key) = crate::codec::split_state_key(k).unwrap();
         match crate::codec::decode(v).unwrap().0 {
-            Data::Value(v) => assert!(out.0.insert(key.to_vec(), v).is_none() && state == 0),
+            Data::Value(v) => assert!(out.0.insert(key.to_vec(), v.to_vec()).is_none() && state == 0),
             Data::List(l) => assert!(out.1.insert(key.to_vec(), l).is_none() && state == 1),
             Data::Map(_) => panic!("no map state here"),
         }

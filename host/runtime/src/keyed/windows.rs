@@ -9,7 +9,7 @@ use wafer_core::filter::Filter;
 use wafer_core::json::RowJson;
 use wafer_core::window::{Aggregates, WindowKind, window_expired};
 use wafer_row::{Row, RowWriter, Schema};
-use wafer_state::{Domain, Fired};
+use wafer_state::{Domain, Fired, SmallKey};
 
 use super::core::state_error;
 use super::{Core, OutputBuf};
@@ -104,9 +104,9 @@ impl WindowOp {
                 .sub_update(self.fire_op, 0, key, &sub, |v| {
                     let (mut acc, fresh) = match v.take() {
                         Some(a) if aggs.fits(&a) => (a, false),
-                        _ => (aggs.empty(), true),
+                        _ => (SmallKey::zeroed(aggs.size()), true),
                     };
-                    aggs.add(&mut acc, row);
+                    aggs.add(acc.as_mut_slice(), row);
                     *v = Some(acc);
                     fresh
                 })
@@ -125,7 +125,7 @@ impl WindowOp {
             .state
             .sub_get(self.fire_op, 0, key, &[])
             .map_err(state_error)?;
-        let acc = self.aggs.empty().len();
+        let acc = self.aggs.size();
         let mut out = Vec::new();
         if let Some(raw) = raw {
             for chunk in raw.chunks_exact(session_len(acc)) {
