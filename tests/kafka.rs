@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Scratch, assert_training_samples, consume_all, dead_letter_payload, mock_cluster, produce_lines, repo,
-    run_oracle, sorted,
+    Scratch, assert_training_samples, consume_all, dead_letter_payload, mock_cluster, oracle_rows,
+    produce_lines, repo, run_oracle, sorted,
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -40,6 +40,44 @@ fn assert_one_partition_per_key(rows: &[(i32, Option<Vec<u8>>, Value)], what: &s
             String::from_utf8_lossy(&k)
         );
     }
+}
+
+/// The user-features outputs read back from the Kafka topics
+/// `<prefix>purchases_5m` and `<prefix>sessions`.
+struct KafkaFeatures {
+    purchases: Vec<Value>,
+    sessions: Vec<Value>,
+}
+
+impl KafkaFeatures {
+    /// The rows of `output`.
+    fn rows(&self, output: &str) -> Vec<Value> {
+        if output == "sessions" {
+            self.sessions.clone()
+        } else {
+            self.purchases.clone()
+        }
+    }
+}
+
+/// Reads the user-features outputs of a Kafka sink with topic prefix
+/// `prefix`, asserting that every key lives in one partition.
+fn kafka_features(brokers: &str, prefix: &str) -> KafkaFeatures {
+    let read = |output: &str| {
+        let rows = consume_all(brokers, &format!("{prefix}{output}"));
+        assert_one_partition_per_key(&rows, output);
+        rows.into_iter().map(|(_, _, r)| r).collect()
+    };
+    KafkaFeatures {
+        purchases: read("purchases_5m"),
+        sessions: read("sessions"),
+    }
+}
+
+/// Asserts that no record of `rows` was written twice.
+fn assert_written_once(rows: &[Value], what: &str) {
+    let distinct: BTreeSet<String> = rows.iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), rows.len(), "{what}: a record was written twice");
 }
 
 fn generate_events(s: &Scratch) -> PathBuf {
@@ -91,28 +129,16 @@ fn user_features_from_kafka_match_the_file_run_and_the_oracle() {
     );
 
     let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
-    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
+    let want = |k: &str| oracle_rows(&expected, k);
     assert!(want("purchases_5m").len() > 200 && want("sessions").len() > 500 && want("late").len() > 20);
 
     // Features came out of Kafka: every key in one partition, each record
     // once, final upserts as the oracle says and as the file run wrote.
-    let purchases = consume_all(&broker.addr, "uf.purchases_5m");
-    let sessions = consume_all(&broker.addr, "uf.sessions");
-    assert_one_partition_per_key(&purchases, "purchases_5m");
-    assert_one_partition_per_key(&sessions, "sessions");
-    let rows = |v: &[(i32, Option<Vec<u8>>, Value)]| v.iter().map(|(_, _, r)| r.clone()).collect::<Vec<_>>();
-    let (purchases, sessions) = (rows(&purchases), rows(&sessions));
-    for (what, got) in [("purchases_5m", &purchases), ("sessions", &sessions)] {
-        let distinct: BTreeSet<String> = got.iter().map(Value::to_string).collect();
-        assert_eq!(distinct.len(), got.len(), "{what}: a record was written twice");
+    let features = kafka_features(&broker.addr, "uf.");
+    for what in ["purchases_5m", "sessions"] {
+        assert_written_once(&features.rows(what), what);
     }
-    let got = |o: &str| {
-        if o == "sessions" {
-            sessions.clone()
-        } else {
-            purchases.clone()
-        }
-    };
+    let got = |o: &str| features.rows(o);
     common::assert_feature_upserts(got, want, "");
     common::assert_feature_upserts(got, |o| s.output("file", o), " against the file run");
     assert_eq!(
@@ -335,24 +361,9 @@ fn exactly_once_run(checkpoints: bool) {
         assert!(commits >= done, "{commits} commits for {done} checkpoints");
     }
     let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
-    let want = |k: &str| expected[k].as_array().cloned().unwrap_or_default();
-    let sessions = consume_all(&brokers, "eo.sessions");
-    let purchases = consume_all(&brokers, "eo.purchases_5m");
-    assert_one_partition_per_key(&sessions, "sessions");
-    assert_one_partition_per_key(&purchases, "purchases_5m");
-    let rows = |v: &[(i32, Option<Vec<u8>>, Value)]| v.iter().map(|(_, _, r)| r.clone()).collect::<Vec<_>>();
-    let sessions = rows(&sessions);
-    let distinct: BTreeSet<String> = sessions.iter().map(Value::to_string).collect();
-    assert_eq!(distinct.len(), sessions.len(), "a session was written twice");
-    let purchases = rows(&purchases);
-    let got = |o: &str| {
-        if o == "sessions" {
-            sessions.clone()
-        } else {
-            purchases.clone()
-        }
-    };
-    common::assert_feature_upserts(got, want, "");
+    let features = kafka_features(&brokers, "eo.");
+    assert_written_once(&features.rows("sessions"), "sessions");
+    common::assert_feature_upserts(|o| features.rows(o), |o| oracle_rows(&expected, o), "");
 }
 
 #[test]
