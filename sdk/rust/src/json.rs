@@ -320,40 +320,47 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// An invalid-record error with `message`, unless the value fails
+    /// [`Self::check_scalar`]: that decode error is reported instead.
+    #[cold]
+    fn invalid(&self, message: impl FnOnce() -> String) -> Error {
+        match self.check_scalar() {
+            Err(e) => e,
+            Ok(()) => Error::invalid(message()),
+        }
+    }
+
     #[cold]
     fn type_error(&self, expected: &str) -> Error {
-        if let Err(e) = self.check_scalar() {
-            return e;
-        }
-        Error::invalid(format!(
-            "invalid type for `{}`: expected {expected}, found {}",
-            key_name(self.key),
-            self.kind
-        ))
+        self.invalid(|| {
+            format!(
+                "invalid type for `{}`: expected {expected}, found {}",
+                key_name(self.key),
+                self.kind
+            )
+        })
     }
 
     #[cold]
     fn not_an_integer(&self) -> Error {
-        if let Err(e) = self.check_scalar() {
-            return e;
-        }
-        Error::invalid(format!(
-            "invalid type for `{}`: expected an integer, found {}",
-            key_name(self.key),
-            excerpt(self.text.raw)
-        ))
+        self.invalid(|| {
+            format!(
+                "invalid type for `{}`: expected an integer, found {}",
+                key_name(self.key),
+                excerpt(self.text.raw)
+            )
+        })
     }
 
     #[cold]
     fn out_of_range(&self) -> Error {
-        if let Err(e) = self.check_scalar() {
-            return e;
-        }
-        Error::invalid(format!(
-            "invalid value for `{}`: {} is out of the range of a 64-bit integer",
-            key_name(self.key),
-            excerpt(self.text.raw)
-        ))
+        self.invalid(|| {
+            format!(
+                "invalid value for `{}`: {} is out of the range of a 64-bit integer",
+                key_name(self.key),
+                excerpt(self.text.raw)
+            )
+        })
     }
 }
 
