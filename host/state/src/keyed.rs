@@ -640,14 +640,15 @@ impl KeyedState {
             buf.extend_from_slice(value);
             SmallKey::Heap(buf)
         };
-        self.with(op, state, Some(Kind::Value), key, Access::Replace, |d| {
-            *d = Some(Data::Value(value))
-        })
+        self.set_value(op, state, key, value)
     }
 
     /// Value state: sets the value.
     pub fn value_set(&mut self, op: u16, state: u16, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
-        let value = SmallKey::from_vec(value);
+        self.set_value(op, state, key, SmallKey::from_vec(value))
+    }
+
+    fn set_value(&mut self, op: u16, state: u16, key: &[u8], value: SmallKey) -> Result<(), StateError> {
         self.with(op, state, Some(Kind::Value), key, Access::Replace, |d| {
             *d = Some(Data::Value(value))
         })
