@@ -353,8 +353,15 @@ impl KafkaReader {
             .set("topic.metadata.refresh.interval.ms", "10000")
             // Statistics carry the partitions' ends, for the lag.
             .set("statistics.interval.ms", "1000")
-            // Fetch big batches: deserialization happens downstream in parallel.
-            .set("fetch.wait.max.ms", "50")
+            // How long the broker may hold a fetch while it has less than
+            // fetch.min.bytes to send. Kafka answers at once when data is
+            // there, so this matters once caught up: an unbounded reader
+            // idles there and lets the broker hold its fetch (50 ms); a
+            // bounded one learns of a partition's end from the empty fetch
+            // that follows its last message, so it asks for 10 ms. Some
+            // brokers (tansu 0.6) hold *every* fetch this long, data or
+            // not: there the bounded reader drains a topic ~1.6x faster.
+            .set("fetch.wait.max.ms", if settings.bounded { "10" } else { "50" })
             .set("queued.min.messages", "200000")
             // Once the local queue holds queued.min.messages, librdkafka
             // waits this long before fetching again (1 s by default): the

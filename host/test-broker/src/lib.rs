@@ -77,6 +77,16 @@ impl Broker {
         Broker { dir, storage, addr }
     }
 
+    /// The broker process's id, while it runs (benchmarks read its CPU
+    /// time from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("broker.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn stop(&self) {
         let _ = Command::new(script()).arg("stop").arg(self.dir.path()).status();
     }
