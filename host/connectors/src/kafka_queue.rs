@@ -136,8 +136,17 @@ unsafe impl Send for Batch {}
 
 impl Batch {
     /// The messages, in queue order.
+    ///
+    /// Each message was written by librdkafka's broker thread, on another
+    /// core: the first read of one waited for its cache line to move over,
+    /// most of the reader's own time per message. So the message a few
+    /// places ahead is prefetched while this one is handed over.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Msg<'_>> {
-        self.msgs.iter().filter_map(|&m| {
+        const AHEAD: usize = 8;
+        self.msgs.iter().enumerate().filter_map(|(i, &m)| {
+            if let Some(&next) = self.msgs.get(i + AHEAD) {
+                prefetch(next);
+            }
             // SAFETY: non-null pointers in `msgs` are live messages owned by
             // this batch; the view borrows the batch.
             unsafe { m.as_ref() }.map(|m| Msg { m })
@@ -159,6 +168,19 @@ impl Drop for Batch {
     fn drop(&mut self) {
         self.clear();
     }
+}
+
+/// Asks the CPU to start loading the cache line at `p` (a hint: it never
+/// faults, whatever `p` is).
+#[inline(always)]
+fn prefetch(p: *const rd::rd_kafka_message_t) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// One message of a batch.
