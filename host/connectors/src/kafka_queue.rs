@@ -84,21 +84,49 @@ impl MessageQueue {
     }
 
     /// Pops up to `max` messages into `batch` (emptied first), waiting up to
-    /// `timeout` for the first. Returns how many arrived.
-    pub(crate) fn consume(&self, timeout: Duration, batch: &mut Batch, max: usize) -> usize {
+    /// `timeout` for the first and then up to `fill` for the rest. Returns
+    /// how many arrived.
+    ///
+    /// `rd_kafka_consume_batch_queue` waits out its timeout until it has
+    /// *all* the messages asked for. Asked with the whole linger, it held
+    /// the last messages of every bounded read (and any chunk the queue ran
+    /// short of) for all of it: a tenth of a million-message run. Asked for
+    /// what is there and no more, it handed over the trickle of messages
+    /// librdkafka's broker thread enqueues while it parses a fetch, and the
+    /// job spent more CPU on many small chunks. So: what is there; else one
+    /// message within `timeout`; then the rest within `fill`, which the
+    /// broker thread's pace fills in about a millisecond.
+    pub(crate) fn consume(&self, timeout: Duration, fill: Duration, batch: &mut Batch, max: usize) -> usize {
         batch.clear();
         let max = max.max(1);
         batch.msgs.reserve(max);
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        let mut n = self.pop(batch, 0, max);
+        if n == 0 && !timeout.is_zero() {
+            n = self.pop(batch, ms(timeout).max(1), 1);
+        }
+        if n > 0 && n < max && !fill.is_zero() {
+            n += self.pop(batch, ms(fill).max(1), max - n);
+        }
+        n
+    }
+
+    /// Appends up to `max` messages to `batch` (which has room for them),
+    /// waiting up to `ms` for all of them. Returns how many came.
+    fn pop(&self, batch: &mut Batch, ms: i32, max: usize) -> usize {
+        let have = batch.msgs.len();
+        if max == 0 || batch.msgs.capacity() - have < max {
+            return 0;
+        }
         // SAFETY: the queue is live; librdkafka writes at most `max`
-        // pointers into the spare capacity reserved above, and `set_len`
+        // pointers into the spare capacity checked above, and `set_len`
         // covers exactly those it reports.
         unsafe {
-            let n = rd::rd_kafka_consume_batch_queue(self.q, ms, batch.msgs.as_mut_ptr(), max);
+            let n = rd::rd_kafka_consume_batch_queue(self.q, ms, batch.msgs.as_mut_ptr().add(have), max);
             let n = usize::try_from(n).unwrap_or(0).min(max);
-            batch.msgs.set_len(n);
+            batch.msgs.set_len(have + n);
+            n
         }
-        batch.msgs.len()
     }
 }
 

@@ -287,6 +287,10 @@ fn start_offset<C: ConsumerContext>(
 /// silent to count as finished, when no end-of-partition event decides.
 const BOUNDED_IDLE: Duration = Duration::from_secs(2);
 
+/// How long a read that has its first message waits for the rest of the
+/// batch asked for (see `MessageQueue::consume`).
+const FILL: Duration = Duration::from_millis(5);
+
 /// A partition of a bounded reader still being read.
 ///
 /// It is finished when, past the end offset seen at start, a message
@@ -598,7 +602,7 @@ impl KafkaReader {
                 continue;
             }
             let got = match &self.queue {
-                Some(q) => q.consume(wait, batch, max - n),
+                Some(q) => q.consume(wait, FILL, batch, max - n),
                 None => 0,
             };
             if got == 0 {
@@ -1032,6 +1036,33 @@ mod tests {
         assert_eq!(drain(&mut r), Vec::<String>::new(), "latest (unbounded), before");
         produce(&broker.addr, "starts", 10..13);
         assert_eq!(drain(&mut r), names(10..13), "latest (unbounded), after");
+    }
+
+    #[test]
+    fn a_read_hands_over_what_is_there_without_waiting_out_its_linger() {
+        // Five messages and a read asking for a thousand with a two-minute
+        // linger: the read hands the five over (and the bounded reader
+        // ends) as soon as they are there. librdkafka's batch consume,
+        // asked with the linger as its timeout, would have held them for
+        // all of it, so the answer would come two minutes late: a minute
+        // is the generous limit here, not a speed measure.
+        let broker = Broker::start(Storage::Memory);
+        broker.create_topics(&[("short", 1)]);
+        produce(&broker.addr, "short", 0..5);
+        let mut r = open(&broker.addr, "short", "g-short", Start::Earliest, true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while r
+                .read(1000, Duration::from_secs(120), |m| {
+                    got.push(String::from_utf8_lossy(m.payload).into_owned())
+                })
+                .unwrap()
+            {}
+            let _ = tx.send(got);
+        });
+        let got = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(got, Ok(names(0..5)), "the reader held its messages back");
     }
 
     #[test]
