@@ -81,6 +81,11 @@ impl RawBatch {
         self.records.is_empty()
     }
 
+    /// The raw bytes of record `i` (empty if there is none).
+    pub fn payload(&self, i: usize) -> &[u8] {
+        self.records.as_batch().get(i).unwrap_or_default()
+    }
+
     /// Where record `i` came from.
     pub fn position(&self, i: usize) -> Position {
         let offset = self.offsets.get(i).copied().unwrap_or_default();

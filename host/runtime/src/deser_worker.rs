@@ -152,7 +152,7 @@ impl DeserWorker {
                         reason: reason_of(f.kind),
                         stage: deser_stage.clone(),
                         error: f.message.clone(),
-                        payload: batch.records.as_batch().get(i).unwrap_or_default().to_vec(),
+                        payload: batch.payload(i).to_vec(),
                     });
                     continue;
                 }
@@ -174,7 +174,7 @@ impl DeserWorker {
                                 reason: Reason::NoEventTime,
                                 stage: deser_stage.clone(),
                                 error: format!("event-time field `{}` is absent", schema.field(et).name),
-                                payload: batch.records.as_batch().get(i).unwrap_or_default().to_vec(),
+                                payload: batch.payload(i).to_vec(),
                             });
                             continue;
                         }
@@ -191,7 +191,7 @@ impl DeserWorker {
                         survivors.retain(|&i| {
                             let i = i as usize;
                             let row = Row::new(rows.get(i).unwrap_or_default(), n_fields);
-                            filter.keep(&row, batch.records.as_batch().get(i).unwrap_or_default())
+                            filter.keep(&row, batch.payload(i))
                         });
                         metrics.records_out.inc_by(survivors.len() as u64);
                         metrics.filtered.inc_by((before - survivors.len()) as u64);
@@ -222,7 +222,7 @@ impl DeserWorker {
                                 reason: reason_of(f.kind),
                                 stage: name.clone(),
                                 error: f.message.clone(),
-                                payload: batch.records.as_batch().get(i).unwrap_or_default().to_vec(),
+                                payload: batch.payload(i).to_vec(),
                             });
                         }
                         let before = survivors.len();

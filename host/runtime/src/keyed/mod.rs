@@ -746,7 +746,7 @@ impl KeyedRouter {
                     reason: wafer_core::dead_letter::Reason::NoKey,
                     stage: Arc::from("key_by"),
                     error: format!("key field `{field}` is absent"),
-                    payload: raw.records.as_batch().get(i).unwrap_or_default().to_vec(),
+                    payload: raw.payload(i).to_vec(),
                 });
                 continue;
             }
