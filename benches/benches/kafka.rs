@@ -100,6 +100,7 @@ fn cpu_secs(process: &str) -> f64 {
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
+
 /// The median (the upper one of an even count).
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -132,7 +133,10 @@ fn main() {
     let mut drained: Vec<f64> = (0..3).map(|_| drain(&broker.addr, "events", produced)).collect();
     let drained = median(&mut drained);
     eprintln!("the bare reader drained the topic at {drained:.0} messages/s");
-    let broker_pid = broker.pid().map_or_else(|| "self".to_string(), |p| p.to_string());
+    // The broker's CPU is reported only when its process is known (never
+    // this process's in its place).
+    let broker_pid = broker.pid().map(|p| p.to_string());
+    let broker_secs = || broker_pid.as_deref().map(cpu_secs);
     let out = tempfile::tempdir().expect("tempdir");
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     // CPU seconds per run: the job's process and the broker's.
@@ -160,12 +164,12 @@ fn main() {
             let job = example_job("user-features", &vars);
             let prepared = wafer_runtime::prepare(&job, Metrics::new()).expect("prepare");
             let started = Instant::now();
-            let (job0, broker0) = (cpu_secs("self"), cpu_secs(&broker_pid));
+            let (job0, broker0) = (cpu_secs("self"), broker_secs());
             let summary = prepared.run().expect("run");
             let secs = started.elapsed().as_secs_f64();
             cpu[i].push(cpu_secs("self") - job0);
-            if kafka {
-                broker_cpu.push(cpu_secs(&broker_pid) - broker0);
+            if let (true, Some(before), Some(after)) = (kafka, broker0, broker_secs()) {
+                broker_cpu.push(after - before);
             }
             let records: u64 = summary.sources.iter().map(|(_, s)| s.records).sum();
             assert_eq!(records, produced, "records read");
