@@ -93,11 +93,32 @@ impl<V> ClockCache<V> {
     /// The entry of `key`, loaded with `load` and inserted when absent.
     /// Inserting into a full cache evicts another entry, returned beside
     /// the entry (never the one asked for).
+    ///
+    /// `hint` is the slot the caller last found `key` in, if any: when that
+    /// slot still holds `key`, it is used without hashing the key and
+    /// probing the index (a slot may have been reused since: the key check
+    /// is what makes a stale hint harmless).
     pub(crate) fn get_or_load<E>(
         &mut self,
+        hint: Option<u32>,
         key: &[u8],
         load: impl FnOnce() -> Result<V, E>,
     ) -> Result<Loaded<'_, V>, E> {
+        if let Some(h) = hint
+            && self
+                .slots
+                .get(h as usize)
+                .is_some_and(|s| s.key.as_slice() == key)
+        {
+            let slot = &mut self.slots[h as usize];
+            slot.referenced = true;
+            return Ok(Loaded {
+                value: &mut slot.value,
+                slot: h,
+                evicted: None,
+                hit: true,
+            });
+        }
         let hash = self.hasher.hash_one(key);
         if let Some(i) = self.find_hashed(hash, key) {
             let slot = &mut self.slots[i];
@@ -171,6 +192,7 @@ impl<V> ClockCache<V> {
 
     /// Removes the entry of `key`; the last slot's entry moves into the
     /// freed slot.
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<V> {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
@@ -181,6 +203,28 @@ impl<V> ClockCache<V> {
             Ok(e) => e.remove().0 as usize,
             Err(_) => return None,
         };
+        Some(self.vacate(i))
+    }
+
+    /// Removes the entry in slot `i` (the slot [`ClockCache::get_or_load`]
+    /// just gave): found in the index by the slot's stored hash and number,
+    /// without hashing or comparing its key. The last slot's entry moves
+    /// into the freed slot.
+    pub(crate) fn remove_slot(&mut self, i: u32) -> Option<V> {
+        let i = i as usize;
+        let hash = self.slots.get(i)?.hash;
+        match self.index.find_entry(hash, |&j| j as usize == i) {
+            Ok(e) => {
+                e.remove();
+            }
+            Err(_) => return None,
+        }
+        Some(self.vacate(i))
+    }
+
+    /// Takes the entry of slot `i`, already out of the index, out of the
+    /// slots.
+    fn vacate(&mut self, i: usize) -> V {
         let last = self.slots.len() - 1;
         if i != last {
             // The last slot moves into the hole: repoint its index entry.
@@ -193,7 +237,7 @@ impl<V> ClockCache<V> {
         if self.hand >= self.slots.len() {
             self.hand = 0;
         }
-        Some(removed.value)
+        removed.value
     }
 
     /// Inserts or replaces the entry of `key`; returns what it evicted.
@@ -292,6 +336,7 @@ mod tests {
         let mut c = ClockCache::new(17);
         let mut oracle: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut cached = std::collections::HashSet::new();
+        let mut slot_of: HashMap<Vec<u8>, u32> = HashMap::new();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for step in 0..20_000u64 {
             x ^= x << 13;
@@ -299,7 +344,12 @@ mod tests {
             x ^= x << 17;
             let k = key((x % 64) as u32);
             if x.is_multiple_of(7) {
-                let removed = c.remove(&k);
+                // By key, or by the slot a lookup found it in.
+                let removed = if x.is_multiple_of(2) {
+                    c.remove(&k)
+                } else {
+                    c.find(&k).and_then(|i| c.remove_slot(i as u32))
+                };
                 assert_eq!(removed.is_some(), cached.remove(&k));
                 if let Some(v) = removed {
                     assert_eq!(oracle.get(&k), Some(&v));
@@ -310,14 +360,22 @@ mod tests {
             let evicted = if x.is_multiple_of(3) {
                 c.put(k.clone(), step)
             } else {
+                // A hint that may be right, stale (the slot was reused or
+                // emptied since) or out of range.
+                let hint = match x % 5 {
+                    0 => None,
+                    1 => Some((x >> 8) as u32 % 20),
+                    _ => slot_of.get(&k).copied(),
+                };
                 let got = c
-                    .get_or_load(&k, || Ok::<_, ()>(oracle.get(&k).copied().unwrap_or(0)))
+                    .get_or_load(hint, &k, || Ok::<_, ()>(oracle.get(&k).copied().unwrap_or(0)))
                     .unwrap();
                 assert_eq!(got.hit, cached.contains(&k));
                 assert_eq!(*got.value, oracle.get(&k).copied().unwrap_or(0));
                 *got.value = step;
                 let slot = got.slot;
                 let evicted = got.evicted;
+                slot_of.insert(k.clone(), slot);
                 assert_eq!(c.slot_mut(slot).map(|(sk, _)| sk.to_vec()), Some(k.clone()));
                 evicted
             };

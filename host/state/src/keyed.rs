@@ -236,6 +236,10 @@ pub struct KeyedState {
     /// Declared states: a handful, searched linearly.
     decls: Vec<((u16, u16), StateDecl)>,
     scratch: Vec<u8>,
+    /// The slot the next access may find its entry in (`hint_slot`).
+    hint: Option<u32>,
+    /// The slot of the last access's entry (`last_slot`).
+    last_slot: u32,
     stream_time: i64,
     watermark: i64,
     /// While a timer for time `t` fires, entries expire as of `t` (see
@@ -267,6 +271,8 @@ impl KeyedState {
             tx_count: 0,
             decls: Vec::new(),
             scratch: Vec::new(),
+            hint: None,
+            last_slot: u32::MAX,
             stream_time: i64::MIN,
             watermark: i64::MIN,
             horizon: None,
@@ -274,6 +280,22 @@ impl KeyedState {
             peak_live: 0,
             stats: CacheStats::default(),
         }
+    }
+
+    /// A hint for the next access (one only): its entry may be in cache
+    /// slot `slot`, as [`KeyedState::last_slot`] reported after an earlier
+    /// access to it. When it is, the lookup skips hashing the key and
+    /// probing the index; when the slot holds something else by now, the
+    /// hint is ignored. A processor call reads a key's state and then
+    /// writes it: the write finds it by hint.
+    pub fn hint_slot(&mut self, slot: u32) {
+        self.hint = Some(slot);
+    }
+
+    /// The cache slot of the last access's entry (meaningless, but
+    /// harmless as a hint, if that access failed or removed the entry).
+    pub fn last_slot(&self) -> u32 {
+        self.last_slot
     }
 
     /// Declares state `state` of operator `op`.
@@ -388,7 +410,7 @@ impl KeyedState {
             old.dirty = true;
             old.on_disk = true;
             old.tx = 0;
-            match self.cache.get_or_load(key, || Err(())) {
+            match self.cache.get_or_load(None, key, || Err(())) {
                 Ok(c) => {
                     old.listed = self.epoch;
                     *c.value = old;
@@ -474,6 +496,7 @@ impl KeyedState {
         access: Access,
         f: impl FnOnce(&mut Option<Data>) -> R,
     ) -> Result<R, StateError> {
+        let hint = self.hint.take();
         let write = access != Access::Read;
         let decl = self.decl(op, state).ok_or(StateError::Undeclared { op, state })?;
         if let Some(kind) = kind
@@ -499,7 +522,7 @@ impl KeyedState {
         let (pending, capture_, held, db) = (&self.pending, &self.capture, &self.held, &self.db);
         let (stored, skipped) = (&self.stored, &mut self.stats.reads_skipped);
         let scratch = &self.scratch;
-        let loaded = self.cache.get_or_load(scratch, || {
+        let loaded = self.cache.get_or_load(hint, scratch, || {
             let pending = || (!pending.is_empty()).then(|| pending.get(scratch)).flatten();
             let captured = || capture_.as_ref().and_then(|c| c.writes.get(scratch));
             let frozen = || held.as_ref().and_then(|f| f.get(scratch));
@@ -524,6 +547,7 @@ impl KeyedState {
             })
         })?;
         let (cell, slot, evicted, hit) = (loaded.value, loaded.slot, loaded.evicted, loaded.hit);
+        self.last_slot = slot;
         if let Some(c) = self.capture.as_mut()
             && cell.awaits_capture(self.epoch)
         {
@@ -586,7 +610,7 @@ impl KeyedState {
             // The cache moves its last entry into the freed slot. A clear is
             // a write, so that slot is in the dirty list and the entry moving
             // in is visited through it.
-            self.cache.remove(&self.scratch);
+            self.cache.remove_slot(slot);
             // The entry that moved into the slot may be one a freeze has
             // yet to capture, listed under its old slot.
             if let Some(c) = self.capture.as_mut()

@@ -81,9 +81,39 @@ pub(crate) struct ProcBackend {
     /// For a timer call, the time of each key's timer: state expires as of
     /// it (`KeyedState::set_horizon`). Empty for record calls.
     pub horizons: Vec<i64>,
+    /// Per (state, key) of the call, the cache slot its entry was last
+    /// found in (`NO_SLOT`: not yet), handed to the next access of it as a
+    /// hint: a call reads a key's state, then writes it.
+    pub slots: Vec<std::cell::Cell<u32>>,
 }
 
+/// No slot known yet, in `ProcBackend::slots`.
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
 impl ProcBackend {
+    /// The backend of one call over the keys `keys` (ends `key_ends`).
+    pub(crate) fn new(
+        core: Arc<Mutex<Core>>,
+        op: u16,
+        states: u16,
+        keys: Vec<u8>,
+        key_ends: Vec<u32>,
+        watermark: i64,
+        horizons: Vec<i64>,
+    ) -> Self {
+        let slots = vec![std::cell::Cell::new(NO_SLOT); usize::from(states) * key_ends.len()];
+        ProcBackend {
+            core,
+            op,
+            states,
+            keys,
+            key_ends,
+            watermark,
+            horizons,
+            slots,
+        }
+    }
+
     fn check_state(&self, state: u32) -> Result<(), String> {
         if state >= u32::from(self.states) {
             return Err(format!(
@@ -114,7 +144,18 @@ impl ProcBackend {
             return Err(format!("key {key} is not a key of this call"));
         };
         core.state.set_horizon(self.horizons.get(key as usize).copied());
+        let slot = self
+            .slots
+            .get(state as usize * self.key_ends.len() + key as usize);
+        if let Some(s) = slot
+            && s.get() != NO_SLOT
+        {
+            core.state.hint_slot(s.get());
+        }
         let result = f(core, self.op, state as u16, k);
+        if let Some(s) = slot {
+            s.set(core.state.last_slot());
+        }
         core.state.set_horizon(None);
         match result {
             Ok(v) => Ok(v),
@@ -259,20 +300,12 @@ mod tests {
     const KEYS: [&str; 6] = ["k0", "k1", "k2", "ключ", "k4", "k5"];
 
     fn backend(core: &Arc<Mutex<Core>>, op: u16, keys: &[usize]) -> ProcBackend {
-        let mut b = ProcBackend {
-            core: core.clone(),
-            op,
-            states: 2,
-            keys: Vec::new(),
-            key_ends: Vec::new(),
-            watermark: 0,
-            horizons: Vec::new(),
-        };
+        let (mut data, mut ends) = (Vec::new(), Vec::new());
         for &k in keys {
-            b.keys.extend_from_slice(KEYS[k].as_bytes());
-            b.key_ends.push(b.keys.len() as u32);
+            data.extend_from_slice(KEYS[k].as_bytes());
+            ends.push(data.len() as u32);
         }
-        b
+        ProcBackend::new(core.clone(), op, 2, data, ends, 0, Vec::new())
     }
 
     /// A little generator, so the script is the same on every run.

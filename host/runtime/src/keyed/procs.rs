@@ -99,15 +99,15 @@ impl ProcOp {
         wm: i64,
         horizons: Vec<i64>,
     ) -> Option<Box<dyn KeyedBackend>> {
-        Some(Box::new(ProcBackend {
-            core: core.clone(),
-            op: self.op,
-            states: self.states,
-            keys: keys.data.clone(),
-            key_ends: keys.ends.clone(),
-            watermark: wm,
+        Some(Box::new(ProcBackend::new(
+            core.clone(),
+            self.op,
+            self.states,
+            keys.data.clone(),
+            keys.ends.clone(),
+            wm,
             horizons,
-        }))
+        )))
     }
 
     /// Hands the accepted rows of a batch to the processor, grouped by key.
