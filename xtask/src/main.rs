@@ -85,6 +85,7 @@ fn setup() -> anyhow::Result<()> {
             .args(&apt)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    wafer_guests_build::ensure_wasm_target(&root()).map_err(anyhow::Error::msg)?;
     if wafer_guests_build::componentize_py().is_none() {
         run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "componentize-py==0.25.1"]))?;
     }
@@ -118,7 +119,13 @@ fn ci() -> anyhow::Result<()> {
     let mut guests_clippy = cargo();
     guests_clippy
         .current_dir(root.join("guests"))
-        .args(["clippy", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "clippy",
+            "--release",
+            "--target",
+            wafer_guests_build::WASM_TARGET,
+            "--target-dir",
+        ])
         .arg(wafer_guests_build::guest_target_dir(&root))
         .args(["--", "-D", "warnings"]);
     run(&mut guests_clippy)?;

@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The target the Rust guests are built for.
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
 /// The Rust guest crates, by package name.
 pub const RUST_GUESTS: &[&str] = &[
     "interaction-json",
@@ -76,9 +79,54 @@ pub fn guest_target_dir(root: &Path) -> PathBuf {
     }
 }
 
+/// Makes sure the toolchain of `root` can build for [`WASM_TARGET`],
+/// adding the target with rustup when its standard library is missing.
+///
+/// `rust-toolchain.toml` lists the target, but rustup adds a toolchain
+/// file's targets only when it installs the toolchain itself: on a machine
+/// whose `stable` was installed before the checkout (rustup 1.29), the
+/// guests' build failed with "can't find crate for `core`".
+pub fn ensure_wasm_target(root: &Path) -> Result<(), String> {
+    let mut rustc = Command::new("rustc");
+    for v in CARGO_LEAKS {
+        rustc.env_remove(v);
+    }
+    let sysroot = rustc
+        .current_dir(root)
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustc to find its sysroot: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    if !sysroot.is_empty()
+        && Path::new(&sysroot)
+            .join("lib")
+            .join("rustlib")
+            .join(WASM_TARGET)
+            .join("lib")
+            .is_dir()
+    {
+        return Ok(());
+    }
+    eprintln!("the guests need the {WASM_TARGET} target: adding it with rustup");
+    let status = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .map_err(|e| {
+            format!("the guests need the {WASM_TARGET} target, and rustup could not be run to add it: {e}")
+        })?;
+    if !status.success() {
+        return Err(format!(
+            "the guests need the {WASM_TARGET} target: `rustup target add {WASM_TARGET}` failed ({status})"
+        ));
+    }
+    Ok(())
+}
+
 /// Builds every Rust guest in release mode and copies each component to
 /// `out/<name>.wasm`. Returns the paths, in [`RUST_GUESTS`] order.
 pub fn build_rust(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
+    ensure_wasm_target(root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = guest_target_dir(root);
     let mut cmd = Command::new(cargo);
@@ -86,7 +134,7 @@ pub fn build_rust(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
         cmd.env_remove(v);
     }
     cmd.current_dir(root.join("guests"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args(["build", "--release", "--target", WASM_TARGET, "--target-dir"])
         .arg(&target_dir);
     let status = cmd
         .status()
@@ -100,7 +148,7 @@ pub fn build_rust(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
     let mut paths = Vec::new();
     for name in RUST_GUESTS {
         let built = target_dir
-            .join("wasm32-wasip2")
+            .join(WASM_TARGET)
             .join("release")
             .join(format!("{}.wasm", name.replace('-', "_")));
         let dest = out.join(format!("{name}.wasm"));
