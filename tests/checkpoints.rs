@@ -61,19 +61,51 @@ fn checkpoint_in_progress(dir: &Path) -> bool {
     std::fs::read_dir(dir.join("tmp")).is_ok_and(|mut rd| rd.next().is_some())
 }
 
+/// `job` with each source limited to `rate` records per second, written to
+/// the scratch directory (component paths made absolute). How much input a
+/// life between two kills reads then has a bound whatever the machine's
+/// speed: unlimited, a fast machine read the whole input before the last
+/// kill, and a savepoint meant for mid-input came after the end.
+fn rate_limited(s: &Scratch, job: &Path, rate: u64) -> PathBuf {
+    let yaml = std::fs::read_to_string(job).expect("job file");
+    let mut out = String::new();
+    let mut sources = 0;
+    for line in yaml.lines() {
+        out.push_str(line);
+        out.push('\n');
+        // A source's `format:` (sources' members are indented by four).
+        if line.starts_with("    format: ") {
+            out.push_str(&format!("    max_records_per_second: {rate}\n"));
+            sources += 1;
+        }
+    }
+    assert!(sources > 0, "no source found in {}", job.display());
+    let out = out.replace("${WAFER_COMPONENTS:-../../target/components}", components());
+    let path = s.path(&format!(
+        "limited-{}",
+        job.file_name().and_then(|n| n.to_str()).unwrap_or("job.yaml")
+    ));
+    std::fs::write(&path, out).expect("write the limited job");
+    path
+}
+
 /// Runs `job` until it finishes by itself, killing it with SIGKILL at
 /// random moments at least `kills` times and restarting it with the same
 /// command. Every life makes progress: a kill comes only after a new
-/// checkpoint completed. Returns how many kills landed while a checkpoint
-/// was being written.
+/// checkpoint completed. Each source reads at most `rate` records per
+/// second, so that the input lasts for the kills on any machine. Returns
+/// how many kills landed while a checkpoint was being written.
+#[allow(clippy::too_many_arguments)]
 fn run_with_crashes(
     s: &Scratch,
     job: &Path,
     env: &[(&str, String)],
     ckpt: &Path,
     kills: usize,
+    rate: u64,
     seed: u64,
 ) -> usize {
+    let job = &rate_limited(s, job, rate);
     let mut rng = Rng(seed);
     let log = s.path("crash.log");
     let mut killed = 0;
@@ -175,6 +207,7 @@ fn user_features_survives_repeated_sigkill() {
         &env,
         &ckpt,
         10,
+        50_000,
         7,
     );
     assert!(during >= 1, "no kill landed during a checkpoint");
@@ -210,6 +243,7 @@ fn user_features_from_kafka_survives_repeated_sigkill() {
         &env,
         &ckpt,
         5,
+        40_000,
         11,
     );
     assert!(during >= 1, "no kill landed during a checkpoint");
@@ -240,7 +274,7 @@ fn training_samples_survives_repeated_sigkill() {
         );
     let job = s.path("training-job.yaml");
     std::fs::write(&job, yaml).unwrap();
-    run_with_crashes(&s, &job, &env, &ckpt, 10, 11);
+    run_with_crashes(&s, &job, &env, &ckpt, 10, 40_000, 11);
     let expected = run_oracle(
         "training_samples.py",
         &[views.as_os_str(), engagements.as_os_str()],
@@ -277,7 +311,7 @@ fn user_features_into_kafka_survives_repeated_sigkill() {
         .replace("${WAFER_COMPONENTS:-../../target/components}", components());
     let job = s.path("job.yaml");
     std::fs::write(&job, yaml).unwrap();
-    run_with_crashes(&s, &job, &env, &ckpt, 5, 17);
+    run_with_crashes(&s, &job, &env, &ckpt, 5, 40_000, 17);
     let expected = run_oracle("user_features.py", &[input.as_os_str(), "json".as_ref()]);
     common::assert_kafka_features(&brokers, "f.", &expected);
     common::assert_late_and_dead_letters(&s, "out", &expected);
@@ -308,6 +342,7 @@ fn training_samples_from_kafka_survives_repeated_sigkill() {
         &env,
         &ckpt,
         5,
+        30_000,
         13,
     );
     let expected = run_oracle(
@@ -342,8 +377,10 @@ fn a_savepoint_carries_state_into_a_changed_job_without_rereading_files() {
     let job = repo().join("examples/user-features/job.yaml");
     let env = user_features_env(&s, &dir, &ckpt, "1h");
     let first_metrics = s.path("first.txt");
+    // At most 100,000 records a second: the savepoint comes mid-input
+    // however fast the machine is.
     let mut child = spawn(
-        &job,
+        &rate_limited(&s, &job, 100_000),
         &env,
         &s.path("first.log"),
         &["--metrics-file", first_metrics.to_str().unwrap()],

@@ -271,6 +271,8 @@ pub struct Source {
     pub key_by: Option<Vec<String>>,
     /// Watermark settings.
     pub watermark: Watermark,
+    /// Records read per second at most (`None`: as fast as it goes).
+    pub max_records_per_second: Option<u64>,
 }
 
 /// Where outputs are written: Kafka topics for the outputs the Kafka sink
@@ -526,6 +528,12 @@ impl Job {
                 },
                 (SourceKind::File { path, .. }, None) => format!("file:{path}"),
             };
+            if s.max_records_per_second == Some(0) {
+                return Err(invalid(
+                    &format!("{at}.max_records_per_second"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ));
+            }
             sources.push(Source {
                 name,
                 id,
@@ -536,6 +544,7 @@ impl Job {
                 output,
                 key_by,
                 watermark,
+                max_records_per_second: s.max_records_per_second,
             });
         }
         let keyed = if has_keyed {

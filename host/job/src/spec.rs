@@ -296,6 +296,10 @@ pub struct SourceSpec {
     /// Watermark settings (override the job's).
     #[serde(default)]
     pub watermark: Option<WatermarkSpec>,
+    /// Reads at most this many records per second (a backfill that must
+    /// not flood its sink, a test that needs the job to take its time).
+    #[serde(default)]
+    pub max_records_per_second: Option<u64>,
 }
 
 /// A file source.

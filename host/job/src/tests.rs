@@ -88,6 +88,28 @@ fn good_job_resolves_paths_defaults_and_filters() {
 }
 
 #[test]
+fn a_source_rate_limit_is_read_and_zero_is_refused() {
+    assert_eq!(parse(GOOD, &[]).unwrap().sources[0].max_records_per_second, None);
+    let limited = GOOD.replace(
+        "    format: json\n",
+        "    format: json\n    max_records_per_second: ${RATE:-}\n",
+    );
+    assert_eq!(
+        parse(&limited, &[]).unwrap().sources[0].max_records_per_second,
+        None
+    );
+    let job = parse(&limited, &[("RATE", "25000")]).unwrap();
+    assert_eq!(job.sources[0].max_records_per_second, Some(25_000));
+    let err = parse(&limited, &[("RATE", "0")]).unwrap_err().to_string();
+    assert!(
+        err.contains("sources.events.max_records_per_second: must be at least 1"),
+        "{err}"
+    );
+    let err = parse(&limited, &[("RATE", "fast")]).unwrap_err().to_string();
+    assert!(err.contains("max_records_per_second"), "{err}");
+}
+
+#[test]
 fn a_typo_is_rejected_with_its_line() {
     let text = GOOD.replace("    format: json\n", "    fromat: json\n");
     let err = parse(&text, &[]).unwrap_err().to_string();

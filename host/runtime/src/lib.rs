@@ -96,6 +96,8 @@ pub struct Summary {
 pub(crate) struct PreparedSource {
     name: Arc<str>,
     reader: source::Reader,
+    /// Records per second at most.
+    max_rate: Option<u64>,
     workers: Vec<DeserWorker>,
     dead_letters: DeadLetters,
     link: Option<source::SourceLink>,
@@ -242,11 +244,13 @@ impl Prepared {
             let name = src.name.clone();
             let batch_size = self.batch_size;
             let link = src.link;
+            let pace = source::Pace {
+                batch_size,
+                max_rate: src.max_rate,
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("source-{name}"))
-                .spawn(move || {
-                    source::run_source(name, src.reader, senders, batch_size, src.dead_letters, link)
-                })
+                .spawn(move || source::run_source(name, src.reader, senders, pace, src.dead_letters, link))
                 .map_err(spawn_err)?;
             source_threads.push((src.name.to_string(), handle));
         }

@@ -358,6 +358,7 @@ pub(crate) fn prepare(
         sources.push(PreparedSource {
             name: p.name,
             reader: p.reader,
+            max_rate: src.max_records_per_second,
             workers,
             dead_letters: DeadLetters::new(dlq.clone(), metrics.clone()),
             link,

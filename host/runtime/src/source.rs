@@ -5,7 +5,8 @@
 //! whatever the number of files or partitions feeding them, and sends a given
 //! payload to the same worker on every run.
 //!
-//! Records are read in *chunks* of up to `batch_size × workers` records;
+//! Records are read in *chunks* of up to `batch_size × workers` records
+//! (fewer under a rate limit: a hundredth of a second's worth);
 //! each chunk is split by hash into one batch per worker, every worker gets
 //! its batch of every chunk (possibly empty), and each record keeps its
 //! sequence number in the source. Downstream, the keyed stage puts a chunk's
@@ -15,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use wafer_connectors::SourceError;
@@ -72,6 +73,39 @@ pub enum ReadError {
     Kafka(#[from] KafkaSourceError),
 }
 
+/// How a source hands out records: its batch size and its rate limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// Records per worker batch.
+    pub batch_size: usize,
+    /// Records per second at most (`None`: no limit).
+    pub max_rate: Option<u64>,
+}
+
+/// Keeps a source at or under its rate limit: after each chunk it sleeps
+/// until the records sent so far are due.
+struct Throttle {
+    rate: u64,
+    started: Instant,
+}
+
+impl Throttle {
+    /// Records per chunk under the limit: at most a hundredth of a second's
+    /// worth, so that the source never sleeps long between looks at its
+    /// commands (a checkpoint barrier waits behind at most one chunk).
+    fn chunk_cap(&self) -> usize {
+        usize::try_from(self.rate / 100).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Sleeps until `sent` records are due.
+    fn wait(&self, sent: u64) {
+        let due = Duration::from_secs_f64(sent as f64 / self.rate as f64);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
 /// Cuts records into chunks, one batch per worker, and sends them.
 struct Chunker {
     senders: Vec<Sender<RawBatch>>,
@@ -80,17 +114,22 @@ struct Chunker {
     chunk: u64,
     seq: u64,
     stats: SourceStats,
+    throttle: Option<Throttle>,
 }
 
 impl Chunker {
-    fn new(senders: Vec<Sender<RawBatch>>, batch_size: usize) -> Self {
+    fn new(senders: Vec<Sender<RawBatch>>, pace: Pace) -> Self {
         let mut c = Chunker {
             senders,
-            batch_size,
+            batch_size: pace.batch_size,
             batches: Vec::new(),
             chunk: 0,
             seq: 0,
             stats: SourceStats::default(),
+            throttle: pace.max_rate.filter(|&r| r > 0).map(|rate| Throttle {
+                rate,
+                started: Instant::now(),
+            }),
         };
         c.batches = c.fresh();
         c
@@ -107,7 +146,11 @@ impl Chunker {
 
     /// Records per chunk.
     fn capacity(&self) -> usize {
-        self.batch_size * self.senders.len().max(1)
+        let full = self.batch_size * self.senders.len().max(1);
+        match &self.throttle {
+            Some(t) => full.min(t.chunk_cap()),
+            None => full,
+        }
     }
 
     #[inline]
@@ -160,6 +203,9 @@ impl Chunker {
                 return false;
             }
         }
+        if let Some(t) = &self.throttle {
+            t.wait(self.stats.records);
+        }
         true
     }
 }
@@ -170,20 +216,13 @@ pub(crate) fn run_source(
     name: Arc<str>,
     reader: Reader,
     senders: Vec<Sender<RawBatch>>,
-    batch_size: usize,
+    pace: Pace,
     dead_letters: DeadLetters,
     link: Option<SourceLink>,
 ) -> Result<SourceStats, ReadError> {
     match reader {
-        Reader::File(r) => Ok(run_file_source(name, r, senders, batch_size, dead_letters, link)?),
-        Reader::Kafka(r) => Ok(run_kafka_source(
-            &name,
-            *r,
-            senders,
-            batch_size,
-            dead_letters,
-            link,
-        )?),
+        Reader::File(r) => Ok(run_file_source(name, r, senders, pace, dead_letters, link)?),
+        Reader::Kafka(r) => Ok(run_kafka_source(&name, *r, senders, pace, dead_letters, link)?),
     }
 }
 
@@ -230,11 +269,11 @@ fn run_file_source(
     name: Arc<str>,
     mut reader: FileReader,
     senders: Vec<Sender<RawBatch>>,
-    batch_size: usize,
+    pace: Pace,
     mut dead_letters: DeadLetters,
     link: Option<SourceLink>,
 ) -> Result<SourceStats, SourceError> {
-    let mut chunker = Chunker::new(senders, batch_size);
+    let mut chunker = Chunker::new(senders, pace);
     let framing: Arc<str> = Arc::from("framing");
     // The origin of the file being read, made once per file.
     let mut origin: Option<(Arc<str>, Arc<Origin>)> = None;
@@ -327,11 +366,11 @@ fn run_kafka_source(
     name: &str,
     mut reader: KafkaReader,
     senders: Vec<Sender<RawBatch>>,
-    batch_size: usize,
+    pace: Pace,
     mut dead_letters: DeadLetters,
     link: Option<SourceLink>,
 ) -> Result<SourceStats, KafkaSourceError> {
-    let mut chunker = Chunker::new(senders, batch_size);
+    let mut chunker = Chunker::new(senders, pace);
     // Positions of checkpoints not yet complete, committed to the group
     // once they are.
     let mut cut_positions: std::collections::VecDeque<(u64, Vec<((String, i32), i64)>)> = Default::default();
@@ -466,5 +505,48 @@ impl Lag {
                 .or_insert_with_key(|(t, p)| metrics.source_lag(source, &format!("{t}/{p}")))
                 .set(behind as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rate limit caps chunks at a hundredth of a second's worth of
+    /// records, and the records sent through a throttled chunker are not
+    /// sent before they are due (a lower bound only: sleeping never
+    /// undershoots, so this cannot fail on a slow machine).
+    #[test]
+    fn a_rate_limit_paces_chunks() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx2, rx2) = crossbeam_channel::unbounded();
+        let pace = |max_rate| Pace {
+            batch_size: 1024,
+            max_rate,
+        };
+        assert_eq!(
+            Chunker::new(vec![tx.clone(), tx2.clone()], pace(None)).capacity(),
+            2048
+        );
+        assert_eq!(Chunker::new(vec![tx.clone()], pace(Some(50))).capacity(), 1);
+        assert_eq!(
+            Chunker::new(vec![tx.clone()], pace(Some(1_000_000))).capacity(),
+            1024
+        );
+
+        let mut chunker = Chunker::new(vec![tx, tx2], pace(Some(2_000)));
+        assert_eq!(chunker.capacity(), 20);
+        let origin = Arc::new(Origin::File(Arc::from("in.jsonl")));
+        let started = Instant::now();
+        for chunk in 0..10u64 {
+            for i in 0..chunker.capacity() as u64 {
+                chunker.push(&origin, 0, chunk * 100 + i, format!("{chunk}:{i}").as_bytes());
+            }
+            assert!(chunker.send());
+        }
+        // 200 records at 2,000 per second: due after 100 ms.
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        let received: usize = rx.try_iter().chain(rx2.try_iter()).map(|b| b.len()).sum();
+        assert_eq!(received, 200);
     }
 }
