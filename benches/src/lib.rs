@@ -2,6 +2,7 @@
 //! guest components (the same Rust logic compiled into the host) that the
 //! Wasm runs are compared with.
 
+pub mod hand_written;
 mod native_sessions;
 
 pub use native_sessions::NativeSessions;
