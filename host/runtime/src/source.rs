@@ -534,10 +534,12 @@ mod tests {
             1024
         );
 
+        // Taken before the chunker, whose clock starts when it is made: a
+        // clock started after it could read a few microseconds short.
+        let started = Instant::now();
         let mut chunker = Chunker::new(vec![tx, tx2], pace(Some(2_000)));
         assert_eq!(chunker.capacity(), 20);
         let origin = Arc::new(Origin::File(Arc::from("in.jsonl")));
-        let started = Instant::now();
         for chunk in 0..10u64 {
             for i in 0..chunker.capacity() as u64 {
                 chunker.push(&origin, 0, chunk * 100 + i, format!("{chunk}:{i}").as_bytes());
