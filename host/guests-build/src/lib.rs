@@ -79,6 +79,15 @@ pub fn guest_target_dir(root: &Path) -> PathBuf {
     }
 }
 
+/// A command for `program` without the enclosing cargo's [`CARGO_LEAKS`].
+fn without_cargo_leaks(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for v in CARGO_LEAKS {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
 /// Makes sure the toolchain of `root` can build for [`WASM_TARGET`],
 /// adding the target with rustup when its standard library is missing.
 ///
@@ -87,11 +96,7 @@ pub fn guest_target_dir(root: &Path) -> PathBuf {
 /// whose `stable` was installed before the checkout (rustup 1.29), the
 /// guests' build failed with "can't find crate for `core`".
 pub fn ensure_wasm_target(root: &Path) -> Result<(), String> {
-    let mut rustc = Command::new("rustc");
-    for v in CARGO_LEAKS {
-        rustc.env_remove(v);
-    }
-    let sysroot = rustc
+    let sysroot = without_cargo_leaks("rustc")
         .current_dir(root)
         .args(["--print", "sysroot"])
         .output()
@@ -129,10 +134,7 @@ pub fn build_rust(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
     ensure_wasm_target(root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = guest_target_dir(root);
-    let mut cmd = Command::new(cargo);
-    for v in CARGO_LEAKS {
-        cmd.env_remove(v);
-    }
+    let mut cmd = without_cargo_leaks(&cargo);
     cmd.current_dir(root.join("guests"))
         .args(["build", "--release", "--target", WASM_TARGET, "--target-dir"])
         .arg(&target_dir);
