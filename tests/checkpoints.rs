@@ -62,7 +62,8 @@ fn checkpoint_in_progress(dir: &Path) -> bool {
 }
 
 /// `job` with each source limited to `rate` records per second, written to
-/// the scratch directory (component paths made absolute). How much input a
+/// the scratch directory (`spawn` points `WAFER_COMPONENTS` at the built
+/// components, so the moved file needs no other change). How much input a
 /// life between two kills reads then has a bound whatever the machine's
 /// speed: unlimited, a fast machine read the whole input before the last
 /// kill, and a savepoint meant for mid-input came after the end.
@@ -80,7 +81,6 @@ fn rate_limited(s: &Scratch, job: &Path, rate: u64) -> PathBuf {
         }
     }
     assert!(sources > 0, "no source found in {}", job.display());
-    let out = out.replace("${WAFER_COMPONENTS:-../../target/components}", components());
     let path = s.path(&format!(
         "limited-{}",
         job.file_name().and_then(|n| n.to_str()).unwrap_or("job.yaml")
