@@ -307,8 +307,7 @@ fn user_features_into_kafka_survives_repeated_sigkill() {
         .replace(
             "    delivery: ${KAFKA_DELIVERY:-at-least-once}",
             "    delivery: ${KAFKA_DELIVERY:-at-least-once}\n    properties: { linger.ms: 1000 }",
-        )
-        .replace("${WAFER_COMPONENTS:-../../target/components}", components());
+        );
     let job = s.path("job.yaml");
     std::fs::write(&job, yaml).unwrap();
     run_with_crashes(&s, &job, &env, &ckpt, 5, 40_000, 17);
@@ -561,8 +560,7 @@ fn state_the_changed_job_no_longer_has_is_refused_unless_dropped_explicitly() {
     let yaml = std::fs::read_to_string(&job).unwrap();
     let start = yaml.find("processors:").unwrap();
     let end = yaml[start..].find("\nsink:").unwrap() + start;
-    let without = format!("{}{}", &yaml[..start], &yaml[end + 1..])
-        .replace("${WAFER_COMPONENTS:-../../target/components}", components());
+    let without = format!("{}{}", &yaml[..start], &yaml[end + 1..]);
     let changed = s.path("no-sessions.yaml");
     std::fs::write(&changed, without).unwrap();
     let (status, err) = run_to_end(&changed, &env, &[]);
