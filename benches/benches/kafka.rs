@@ -6,7 +6,12 @@
 //! if missing). `WAFER_BENCH_EVENTS` (default 1,000,000) sizes the input,
 //! `WAFER_BENCH_USERS` (default 100,000) its keys, `WAFER_BENCH_RUNS` the
 //! runs per source (default 3, median kept). `WAFER_BENCH_KAFKA_ONLY=1`
-//! skips the file runs (to profile the Kafka path alone).
+//! skips the file runs (to profile the Kafka path alone),
+//! `WAFER_BENCH_FILE_ONLY=1` the Kafka runs. `WAFER_BENCH_PERF_TIMES=1` prints each run's start and end on
+//! CLOCK_MONOTONIC, for `perf record -k CLOCK_MONOTONIC` and `perf report
+//! --time`, so a profile can hold the runs and not the setup (producing,
+//! compiling); `benches/kafka-threads.sh` does that and reports each
+//! thread's CPU per run.
 //!
 //! Besides events/s it reports the CPU seconds each run cost (this process,
 //! and the broker's process for Kafka runs: on two cores the job is
@@ -101,6 +106,15 @@ fn cpu_secs(process: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Prints now on CLOCK_MONOTONIC (perf's `-k CLOCK_MONOTONIC` time) when
+/// `WAFER_BENCH_PERF_TIMES=1`: `Instant`'s debug form on Linux shows the
+/// clock's seconds and nanoseconds.
+fn perf_time(what: &str) {
+    if std::env::var("WAFER_BENCH_PERF_TIMES").is_ok_and(|v| v == "1") {
+        eprintln!("perf-time {what} {:?}", Instant::now());
+    }
+}
+
 /// The median (the upper one of an even count).
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -115,6 +129,7 @@ fn main() {
     let users = env_usize("WAFER_BENCH_USERS", 100_000);
     let runs = env_usize("WAFER_BENCH_RUNS", 3);
     let kafka_only = std::env::var("WAFER_BENCH_KAFKA_ONLY").is_ok_and(|v| v == "1");
+    let file_only = std::env::var("WAFER_BENCH_FILE_ONLY").is_ok_and(|v| v == "1");
     let input = interactions_file(
         events,
         &[
@@ -144,7 +159,7 @@ fn main() {
     let mut broker_cpu: Vec<f64> = Vec::new();
     for run in 0..runs {
         for (i, kafka) in [false, true].into_iter().enumerate() {
-            if !kafka && kafka_only {
+            if (!kafka && kafka_only) || (kafka && file_only) {
                 continue;
             }
             let mut vars = vec![
@@ -163,10 +178,12 @@ fn main() {
             }
             let job = example_job("user-features", &vars);
             let prepared = wafer_runtime::prepare(&job, Metrics::new()).expect("prepare");
+            perf_time("start");
             let started = Instant::now();
             let (job0, broker0) = (cpu_secs("self"), broker_secs());
             let summary = prepared.run().expect("run");
             let secs = started.elapsed().as_secs_f64();
+            perf_time("end");
             cpu[i].push(cpu_secs("self") - job0);
             if let (true, Some(before), Some(after)) = (kafka, broker0, broker_secs()) {
                 broker_cpu.push(after - before);
@@ -182,6 +199,14 @@ fn main() {
             median(&mut rates[1]),
             median(&mut cpu[1]),
             median(&mut broker_cpu)
+        );
+        return;
+    }
+    if file_only {
+        println!(
+            "file only: {:.0} events/s, {:.2} CPU-s per run",
+            median(&mut rates[0]),
+            median(&mut cpu[0])
         );
         return;
     }
