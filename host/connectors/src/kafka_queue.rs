@@ -5,16 +5,22 @@
 //! allocates an `Arc` for it. At ~500k messages/s that was ~5% of the CPU of
 //! a two-core machine running a whole job (BENCHMARKS.md, Kafka source).
 //! librdkafka's `rd_kafka_consume_batch_queue` pops up to N messages under
-//! one lock, but rust-rdkafka does not expose it. So the reader routes the
-//! messages of its partitions to a queue of its own and reads that in
-//! batches, here; rebalances, client errors and anything not routed still
-//! come through `poll`. A partition is routed before it is assigned, so no
-//! message of it can sit on both queues and reach the job out of order.
+//! one lock, but rust-rdkafka does not expose it. So the reader keeps the
+//! messages of each of its partitions on that partition's own queue (not
+//! forwarded to the consumer's) and reads those in batches, here, which
+//! also lets it take from each partition in turn; rebalances, client
+//! errors and anything not routed still come through `poll`. A partition
+//! is routed before it is assigned, so no message of it can sit on both
+//! queues and reach the job out of order. When every partition queue is
+//! empty the reader sleeps until librdkafka's queue event callback says
+//! one got something.
 //!
-//! Safety rests on three rules, each kept by the types below:
-//! - the queue is used only while its consumer lives: [`MessageQueue`] and
-//!   [`Batch`] are fields of the reader declared before the consumer, so
-//!   they are dropped first;
+//! Safety rests on four rules, each kept by the types below:
+//! - the queues are used only while their consumer lives: [`MessageQueue`]
+//!   and [`Batch`] are fields of the reader declared before the consumer,
+//!   so they are dropped first;
+//! - the wake-up flag the event callback writes lives until the callback
+//!   is disabled on every queue (in [`MessageQueue`]'s drop);
 //! - every message popped is destroyed exactly once: a [`Batch`] owns the
 //!   pointers it holds and destroys them when cleared or dropped, and a
 //!   [`Msg`] borrows from its batch;
@@ -22,46 +28,75 @@
 //!   may be shared with the rebalance callback.
 #![allow(unsafe_code)]
 
-use std::collections::BTreeSet;
-use std::ffi::{CStr, CString};
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::ffi::{CStr, CString, c_void};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
 
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaRespErr;
 
-/// A queue of the reader's own that its partitions' messages go to.
+/// The reader's partitions' own queues, read one by one so that the
+/// reader can take from each in turn.
+///
+/// librdkafka forwards every partition's queue to the consumer's by
+/// default, in the order its fetches came in. Behind a backlog that order
+/// is a whole fetch response (or the whole rest of the topic) of one
+/// partition before the next: one partition ran 370,000 messages ahead of
+/// the other in a million-message backfill, and the job, whose watermark
+/// is the slowest partition's, held that much more open state. With a
+/// queue per partition the reader merges them (see `KafkaReader`).
 pub(crate) struct MessageQueue {
     rk: *mut rd::rd_kafka_t,
-    q: *mut rd::rd_kafka_queue_t,
-    /// Partitions routed here, un-routed on drop.
-    routed: Mutex<BTreeSet<(String, i32)>>,
+    /// Routed partitions and their queue handles, in order of routing
+    /// (indices never change; handles live until drop).
+    parts: Mutex<Vec<((String, i32), *mut rd::rd_kafka_queue_t)>>,
+    /// Set by librdkafka when an empty partition queue gets an op.
+    wake: Arc<Wake>,
+}
+
+/// A wake-up flag librdkafka's threads raise.
+#[derive(Default)]
+struct Wake {
+    raised: Mutex<bool>,
+    cond: Condvar,
+}
+
+/// librdkafka's queue event callback: an empty queue got an op. Called on
+/// librdkafka's threads, under that queue's lock.
+unsafe extern "C" fn on_queue_event(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the `Wake` of a live `MessageQueue`: the callback
+    // is disabled on every queue before the `Wake` can be freed.
+    let wake = unsafe { &*opaque.cast::<Wake>() };
+    *wake.raised.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    wake.cond.notify_one();
 }
 
 // SAFETY: librdkafka's handle and queue functions may be called from any
 // thread; the pointers stay valid while the consumer lives (see the module
 // documentation).
 unsafe impl Send for MessageQueue {}
-// SAFETY: as above; the only Rust-side state is behind a mutex.
+// SAFETY: as above; the only Rust-side state is behind mutexes.
 unsafe impl Sync for MessageQueue {}
 
 impl MessageQueue {
-    /// A new, empty queue of `consumer`'s client.
-    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<Self> {
-        let rk = consumer.client().native_ptr();
-        // SAFETY: `rk` is the live client handle of `consumer`.
-        let q = unsafe { rd::rd_kafka_queue_new(rk) };
-        (!q.is_null()).then(|| MessageQueue {
-            rk,
-            q,
-            routed: Mutex::new(BTreeSet::new()),
-        })
+    /// No partitions yet, for `consumer`'s client.
+    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Self {
+        MessageQueue {
+            rk: consumer.client().native_ptr(),
+            parts: Mutex::new(Vec::new()),
+            wake: Arc::new(Wake::default()),
+        }
     }
 
-    /// Routes the messages (and errors) of a partition to this queue.
-    /// Returns `false` if librdkafka has no such partition queue.
+    /// Keeps the messages (and errors) of a partition on its own queue,
+    /// for [`MessageQueue::pop`]. Returns `false` if librdkafka has no such
+    /// partition queue.
     pub(crate) fn route(&self, topic: &str, partition: i32) -> bool {
+        let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        if parts.iter().any(|(k, _)| k.0 == topic && k.1 == partition) {
+            return true;
+        }
         let Ok(name) = CString::new(topic) else {
             return false;
         };
@@ -70,86 +105,91 @@ impl MessageQueue {
         if pq.is_null() {
             return false;
         }
-        // SAFETY: both queues are live; forwarding keeps its own reference,
-        // so the partition queue's handle is released at once.
+        // SAFETY: `pq` is live. Forwarding to nothing marks it as the
+        // application's, so librdkafka does not forward it to the
+        // consumer's queue when fetching starts; the wake-up pointer
+        // outlives the queue's use (disabled in drop).
         unsafe {
-            rd::rd_kafka_queue_forward(pq, self.q);
-            rd::rd_kafka_queue_destroy(pq);
+            rd::rd_kafka_queue_forward(pq, std::ptr::null_mut());
+            rd::rd_kafka_queue_cb_event_enable(
+                pq,
+                Some(on_queue_event),
+                Arc::as_ptr(&self.wake).cast_mut().cast(),
+            );
         }
-        self.routed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((topic.to_string(), partition));
+        parts.push(((topic.to_string(), partition), pq));
         true
     }
 
-    /// Pops up to `max` messages into `batch` (emptied first), waiting up to
-    /// `timeout` for the first and then up to `fill` for the rest. Returns
-    /// how many arrived.
-    ///
-    /// `rd_kafka_consume_batch_queue` waits out its timeout until it has
-    /// *all* the messages asked for. Asked with the whole linger, it held
-    /// the last messages of every bounded read (and any chunk the queue ran
-    /// short of) for all of it: a tenth of a million-message run. Asked for
-    /// what is there and no more, it handed over the trickle of messages
-    /// librdkafka's broker thread enqueues while it parses a fetch, and the
-    /// job spent more CPU on many small chunks. So: what is there; else one
-    /// message within `timeout`; then the rest within `fill`, which the
-    /// broker thread's pace fills in about a millisecond.
-    pub(crate) fn consume(&self, timeout: Duration, fill: Duration, batch: &mut Batch, max: usize) -> usize {
-        batch.clear();
-        let max = max.max(1);
-        batch.msgs.reserve(max);
-        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
-        let mut n = self.pop(batch, 0, max);
-        if n == 0 && !timeout.is_zero() {
-            n = self.pop(batch, ms(timeout).max(1), 1);
-        }
-        if n > 0 && n < max && !fill.is_zero() {
-            n += self.pop(batch, ms(fill).max(1), max - n);
-        }
-        n
+    /// How many partitions are routed (their indices are `0..len`).
+    pub(crate) fn len(&self) -> usize {
+        self.parts.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    /// Appends up to `max` messages to `batch` (which has room for them),
-    /// waiting up to `ms` for all of them. Returns how many came.
-    fn pop(&self, batch: &mut Batch, ms: i32, max: usize) -> usize {
+    /// Appends up to `max` messages of partition `part` to `batch` without
+    /// waiting. Returns how many came.
+    pub(crate) fn pop(&self, part: usize, batch: &mut Batch, max: usize) -> usize {
+        let Some(pq) = self
+            .parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(part)
+            .map(|&(_, q)| q)
+        else {
+            return 0;
+        };
+        batch.msgs.reserve(max);
         let have = batch.msgs.len();
         if max == 0 || batch.msgs.capacity() - have < max {
             return 0;
         }
-        // SAFETY: the queue is live; librdkafka writes at most `max`
+        // SAFETY: `pq` is live until drop; librdkafka writes at most `max`
         // pointers into the spare capacity checked above, and `set_len`
         // covers exactly those it reports.
         unsafe {
-            let n = rd::rd_kafka_consume_batch_queue(self.q, ms, batch.msgs.as_mut_ptr().add(have), max);
+            let n = rd::rd_kafka_consume_batch_queue(pq, 0, batch.msgs.as_mut_ptr().add(have), max);
             let n = usize::try_from(n).unwrap_or(0).min(max);
             batch.msgs.set_len(have + n);
             n
+        }
+    }
+
+    /// Forgets earlier wake-ups: call before looking at the queues, then
+    /// [`MessageQueue::wait`] if they were all empty.
+    pub(crate) fn arm(&self) {
+        *self.wake.raised.lock().unwrap_or_else(PoisonError::into_inner) = false;
+    }
+
+    /// Waits until an empty partition queue gets something after the last
+    /// [`MessageQueue::arm`], or until `until`.
+    pub(crate) fn wait(&self, until: Instant) {
+        let mut raised = self.wake.raised.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*raised {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            raised = match self.wake.cond.wait_timeout(raised, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
         }
     }
 }
 
 impl Drop for MessageQueue {
     fn drop(&mut self) {
-        let routed = std::mem::take(&mut *self.routed.lock().unwrap_or_else(PoisonError::into_inner));
-        for (topic, partition) in routed {
-            let Ok(name) = CString::new(topic) else {
-                continue;
-            };
-            // SAFETY: `rk` is live (the consumer is dropped after this); a
-            // null destination ends the forwarding.
+        let parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(PoisonError::into_inner));
+        for (_, pq) in parts {
+            // SAFETY: `rk` and `pq` are live (the consumer is dropped after
+            // this); once the callback is disabled (under the queue's lock)
+            // librdkafka no longer uses the wake-up pointer; messages still
+            // queued stay with the partition, whose handle is released once.
             unsafe {
-                let pq = rd::rd_kafka_queue_get_partition(self.rk, name.as_ptr(), partition);
-                if !pq.is_null() {
-                    rd::rd_kafka_queue_forward(pq, std::ptr::null_mut());
-                    rd::rd_kafka_queue_destroy(pq);
-                }
+                rd::rd_kafka_queue_cb_event_enable(pq, None, std::ptr::null_mut());
+                rd::rd_kafka_queue_destroy(pq);
             }
         }
-        // SAFETY: our handle, released once; messages still queued are
-        // destroyed with it.
-        unsafe { rd::rd_kafka_queue_destroy(self.q) };
     }
 }
 
@@ -163,22 +203,26 @@ pub(crate) struct Batch {
 unsafe impl Send for Batch {}
 
 impl Batch {
-    /// The messages, in queue order.
+    /// How many messages it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Message `i`.
     ///
     /// Each message was written by librdkafka's broker thread, on another
     /// core: the first read of one waited for its cache line to move over,
     /// most of the reader's own time per message. So the message a few
     /// places ahead is prefetched while this one is handed over.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = Msg<'_>> {
+    pub(crate) fn get(&self, i: usize) -> Option<Msg<'_>> {
         const AHEAD: usize = 8;
-        self.msgs.iter().enumerate().filter_map(|(i, &m)| {
-            if let Some(&next) = self.msgs.get(i + AHEAD) {
-                prefetch(next);
-            }
-            // SAFETY: non-null pointers in `msgs` are live messages owned by
-            // this batch; the view borrows the batch.
-            unsafe { m.as_ref() }.map(|m| Msg { m })
-        })
+        if let Some(&next) = self.msgs.get(i + AHEAD) {
+            prefetch(next);
+        }
+        // SAFETY: non-null pointers in `msgs` are live messages owned by
+        // this batch; the view borrows the batch.
+        let m = unsafe { self.msgs.get(i)?.as_ref() }?;
+        Some(Msg { m })
     }
 
     /// Destroys the messages.

@@ -288,7 +288,7 @@ fn start_offset<C: ConsumerContext>(
 const BOUNDED_IDLE: Duration = Duration::from_secs(2);
 
 /// How long a read that has its first message waits for the rest of the
-/// batch asked for (see `MessageQueue::consume`).
+/// batch asked for.
 const FILL: Duration = Duration::from_millis(5);
 
 /// A partition of a bounded reader still being read.
@@ -312,9 +312,11 @@ struct BoundedPartition {
 
 /// Reads raw messages of some topics.
 pub struct KafkaReader {
-    // Dropped in this order: the batch's messages and the message queue
-    // before the consumer they belong to (see `kafka_queue`).
-    batch: Batch,
+    // Dropped in this order: the buffered messages and the partition
+    // queues before the consumer they belong to (see `kafka_queue`).
+    /// Messages popped but not yet handed over, per routed partition (by
+    /// the queue's partition index), with how many were handed over.
+    pending: Vec<(Batch, usize)>,
     queue: Option<Arc<MessageQueue>>,
     consumer: BaseConsumer<Ctx>,
     settings: KafkaSettings,
@@ -390,7 +392,7 @@ impl KafkaReader {
                 queue: OnceLock::new(),
             })
             .map_err(client)?;
-        let queue = MessageQueue::new(&consumer).map(Arc::new);
+        let queue = Some(Arc::new(MessageQueue::new(&consumer)));
         if let Some(q) = &queue {
             let _ = consumer.context().queue.set(Arc::downgrade(q));
         }
@@ -443,7 +445,7 @@ impl KafkaReader {
         partitions.sort();
 
         let mut reader = KafkaReader {
-            batch: Batch::default(),
+            pending: Vec::new(),
             queue,
             consumer,
             settings,
@@ -534,9 +536,10 @@ impl KafkaReader {
     /// and handing each to `f`. Returns `false` once a bounded reader has
     /// read everything (an unbounded one always returns `true`).
     ///
-    /// Messages come in batches from the reader's own queue; `poll` is
-    /// called once per batch to serve rebalances and client errors (and
-    /// hands over any message not routed to the queue).
+    /// Messages come in batches from each partition's own queue and are
+    /// handed over merged by their Kafka timestamps (see [`Self::merge`]);
+    /// `poll` is called once per batch to serve rebalances and client
+    /// errors (and hands over any message not routed to the queues).
     pub fn read(
         &mut self,
         max: usize,
@@ -547,11 +550,7 @@ impl KafkaReader {
         // thousands of messages a second it showed in profiles.
         let now = Instant::now();
         let deadline = now + linger;
-        let mut batch = std::mem::take(&mut self.batch);
-        let result = self.read_into(max, now, deadline, &mut batch, &mut f);
-        batch.clear();
-        self.batch = batch;
-        result?;
+        self.read_into(max, now, deadline, &mut f)?;
         self.finish_idle();
         Ok(!self.ends.as_ref().is_some_and(HashMap::is_empty))
     }
@@ -561,34 +560,30 @@ impl KafkaReader {
         max: usize,
         now: Instant,
         deadline: Instant,
-        batch: &mut Batch,
         f: &mut impl FnMut(KafkaRecord<'_>),
     ) -> Result<(), KafkaSourceError> {
-        // With one topic the partition number identifies a message's
-        // partition; the topic's name costs a C string check per message.
-        let one_topic = self.settings.topics.len() == 1;
         let mut n = 0;
+        // Once a read has a message it waits at most FILL for the rest.
+        let mut fill_until: Option<Instant> = None;
         while n < max {
             if self.ends.as_ref().is_some_and(HashMap::is_empty) {
                 return Ok(());
             }
-            let wait = if n == 0 {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
+            let routed = self.queue.as_ref().map_or(0, |q| q.len());
+            let until = fill_until.unwrap_or(deadline);
             // Rebalances and errors; a message only if it was not routed.
-            let polled = self.consumer.poll(if self.queue.is_some() {
+            // Until partitions are routed, poll is where the wait is.
+            let polled = self.consumer.poll(if routed > 0 || n > 0 {
                 Duration::ZERO
             } else {
-                wait
+                until.saturating_duration_since(Instant::now())
             });
             if let Some(polled) = polled {
                 match polled {
                     Ok(m) => {
                         // Rare (a partition not routed): copied, so that the
                         // message's borrow of the consumer ends here.
-                        let topic = (!one_topic).then(|| m.topic().to_string());
+                        let topic = (self.settings.topics.len() > 1).then(|| m.topic().to_string());
                         let (p, offset, produced) = (m.partition(), m.offset(), m.timestamp().to_millis());
                         let payload = m.payload().unwrap_or_default().to_vec();
                         drop(m);
@@ -601,44 +596,133 @@ impl KafkaReader {
                 }
                 continue;
             }
-            let got = match &self.queue {
-                Some(q) => q.consume(wait, FILL, batch, max - n),
-                None => 0,
-            };
-            if got == 0 {
+            let Some(q) = self.queue.clone() else {
                 if n > 0 || Instant::now() >= deadline {
                     break;
                 }
-                self.finish_idle();
+                continue;
+            };
+            // Forget earlier wake-ups before looking, so that a message
+            // arriving after the look wakes the wait below.
+            q.arm();
+            self.refill(&q, max);
+            let (handed, taken) = self.merge(now, max - n, f)?;
+            n += handed;
+            if taken > 0 {
+                if n > 0 && fill_until.is_none() {
+                    fill_until = Some(Instant::now() + FILL);
+                }
                 continue;
             }
-            for m in batch.iter() {
-                match m.err() {
-                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => {
-                        let topic = if one_topic {
-                            None
-                        } else {
-                            Some(m.topic().unwrap_or_default())
-                        };
-                        if self.deliver(
-                            now,
-                            topic,
-                            m.partition(),
-                            m.offset(),
-                            || m.timestamp_ms(),
-                            m.payload(),
-                            f,
-                        ) {
-                            n += 1;
-                        }
-                    }
-                    RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => self.partition_end(m.partition()),
-                    code => self.consumer_error(KafkaError::MessageConsumption(code.into()))?,
-                }
+            // Nothing buffered anywhere.
+            if n > 0 && fill_until.is_none() {
+                fill_until = Some(Instant::now() + FILL);
             }
-            batch.clear();
+            let until = fill_until.unwrap_or(deadline);
+            if Instant::now() >= until {
+                break;
+            }
+            if routed > 0 {
+                q.wait(until);
+            }
+            if n == 0 {
+                self.finish_idle();
+            }
         }
         Ok(())
+    }
+
+    /// Pops what each partition's queue holds (up to `max`) into the
+    /// buffers of the partitions whose buffers are spent.
+    fn refill(&mut self, q: &MessageQueue, max: usize) {
+        let routed = q.len();
+        if self.pending.len() < routed {
+            self.pending.resize_with(routed, || (Batch::default(), 0));
+        }
+        for (part, (batch, at)) in self.pending.iter_mut().enumerate() {
+            if *at >= batch.len() {
+                batch.clear();
+                *at = 0;
+                q.pop(part, batch, max);
+            }
+        }
+    }
+
+    /// Hands over up to `max` buffered messages, oldest Kafka timestamp
+    /// first across partitions: from the partition whose next message is
+    /// oldest, as long as its messages are no newer than the next one of
+    /// any other partition. So partitions with a backlog advance together
+    /// (in event time, where producers stamp messages as events happen)
+    /// instead of in the order librdkafka fetched them; a partition with
+    /// nothing buffered holds nobody up. Returns the messages handed over
+    /// and the entries taken (messages and events).
+    fn merge(
+        &mut self,
+        now: Instant,
+        max: usize,
+        f: &mut impl FnMut(KafkaRecord<'_>),
+    ) -> Result<(usize, usize), KafkaSourceError> {
+        let one_topic = self.settings.topics.len() == 1;
+        let mut pending = std::mem::take(&mut self.pending);
+        let result = (|| {
+            let (mut handed, mut taken) = (0, 0);
+            // A message without a timestamp goes first.
+            let head = |(b, at): &(Batch, usize)| b.get(*at).map(|m| m.timestamp_ms().unwrap_or(i64::MIN));
+            while handed < max {
+                // The oldest head and the next oldest among the others.
+                let mut best: Option<(usize, i64)> = None;
+                let mut second = i64::MAX;
+                for (i, p) in pending.iter().enumerate() {
+                    let Some(ts) = head(p) else { continue };
+                    match best {
+                        Some((_, b)) if ts >= b => second = second.min(ts),
+                        _ => {
+                            if let Some((_, b)) = best {
+                                second = second.min(b);
+                            }
+                            best = Some((i, ts));
+                        }
+                    }
+                }
+                let Some((i, _)) = best else { break };
+                let (batch, at) = &mut pending[i];
+                while handed < max {
+                    let Some(m) = batch.get(*at) else { break };
+                    // Alone with messages (one partition, or the others
+                    // spent): no timestamp to look up.
+                    if second < i64::MAX && m.timestamp_ms().unwrap_or(i64::MIN) > second {
+                        break;
+                    }
+                    *at += 1;
+                    taken += 1;
+                    match m.err() {
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => {
+                            let topic = if one_topic {
+                                None
+                            } else {
+                                Some(m.topic().unwrap_or_default())
+                            };
+                            if self.deliver(
+                                now,
+                                topic,
+                                m.partition(),
+                                m.offset(),
+                                || m.timestamp_ms(),
+                                m.payload(),
+                                f,
+                            ) {
+                                handed += 1;
+                            }
+                        }
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => self.partition_end(m.partition()),
+                        code => self.consumer_error(KafkaError::MessageConsumption(code.into()))?,
+                    }
+                }
+            }
+            Ok((handed, taken))
+        })();
+        self.pending = pending;
+        result
     }
 
     /// Hands one message to `f` unless a bounded reader is past its end;
@@ -978,6 +1062,36 @@ mod tests {
 
     fn names(range: std::ops::Range<i64>) -> Vec<String> {
         range.map(|i| format!("m{i}")).collect()
+    }
+
+    #[test]
+    fn partitions_with_a_backlog_are_handed_over_oldest_timestamp_first() {
+        let broker = Broker::start(Storage::Memory);
+        broker.create_topics(&[("merged", 2)]);
+        // Message i goes to partition i % 2, stamped base + i: the order
+        // the events happened in is 0, 1, 2, ... across the partitions.
+        let n = 2000;
+        let base = 1_700_000_000_000i64;
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("linger.ms", "100")
+            .create()
+            .unwrap();
+        for i in 0..n {
+            let payload = format!("m{i}");
+            let rec = BaseRecord::<(), str>::to("merged")
+                .payload(&payload)
+                .partition((i % 2) as i32)
+                .timestamp(base + i);
+            producer.send(rec).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let mut r = open(&broker.addr, "merged", "g-merged", Start::Earliest, true);
+        // Let librdkafka fetch both partitions before the first read, as
+        // behind a backlog: fetched one after the other, each partition's
+        // messages would otherwise come as one run.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(drain(&mut r), names(0..n));
     }
 
     #[test]
