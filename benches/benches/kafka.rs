@@ -7,11 +7,11 @@
 //! `WAFER_BENCH_USERS` (default 100,000) its keys, `WAFER_BENCH_RUNS` the
 //! runs per source (default 3, median kept). `WAFER_BENCH_KAFKA_ONLY=1`
 //! skips the file runs (to profile the Kafka path alone),
-//! `WAFER_BENCH_FILE_ONLY=1` the Kafka runs. `WAFER_BENCH_PERF_TIMES=1` prints each run's start and end on
-//! CLOCK_MONOTONIC, for `perf record -k CLOCK_MONOTONIC` and `perf report
-//! --time`, so a profile can hold the runs and not the setup (producing,
-//! compiling); `benches/kafka-threads.sh` does that and reports each
-//! thread's CPU per run.
+//! `WAFER_BENCH_FILE_ONLY=1` the Kafka runs. `WAFER_BENCH_PERF_TIMES=1`
+//! prints each run's start and end on CLOCK_MONOTONIC, for `perf record -k
+//! CLOCK_MONOTONIC` and `perf report --time`, so a profile can hold the
+//! runs and not the setup (producing, compiling); `benches/kafka-threads.sh`
+//! does that and reports each thread's CPU per run.
 //!
 //! Besides events/s it reports the CPU seconds each run cost (this process,
 //! and the broker's process for Kafka runs: on two cores the job is

@@ -317,7 +317,7 @@ pub struct KafkaReader {
     /// Messages popped but not yet handed over, per routed partition (by
     /// the queue's partition index), with how many were handed over.
     pending: Vec<(Batch, usize)>,
-    queue: Option<Arc<MessageQueue>>,
+    queue: Arc<MessageQueue>,
     consumer: BaseConsumer<Ctx>,
     settings: KafkaSettings,
     shared: Arc<Mutex<Shared>>,
@@ -392,10 +392,8 @@ impl KafkaReader {
                 queue: OnceLock::new(),
             })
             .map_err(client)?;
-        let queue = Some(Arc::new(MessageQueue::new(&consumer)));
-        if let Some(q) = &queue {
-            let _ = consumer.context().queue.set(Arc::downgrade(q));
-        }
+        let queue = Arc::new(MessageQueue::new(&consumer));
+        let _ = consumer.context().queue.set(Arc::downgrade(&queue));
 
         // Brokers down at start: retry with a growing pause, then give up
         // with a message naming them.
@@ -522,9 +520,7 @@ impl KafkaReader {
                     last_seen: Instant::now(),
                 },
             );
-            if let Some(q) = &self.queue {
-                q.route(t, *p);
-            }
+            self.queue.route(t, *p);
             tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
         }
         self.consumer.assign(&tpl)?;
@@ -569,11 +565,11 @@ impl KafkaReader {
             if self.ends.as_ref().is_some_and(HashMap::is_empty) {
                 return Ok(());
             }
-            let routed = self.queue.as_ref().map_or(0, |q| q.len());
+            let routed = self.queue.len();
             let until = fill_until.unwrap_or(deadline);
             // Rebalances and errors; a message only if it was not routed.
             // Until partitions are routed, poll is where the wait is.
-            let polled = self.consumer.poll(if routed > 0 || n > 0 {
+            let polled = self.consumer.poll(if routed > 0 {
                 Duration::ZERO
             } else {
                 until.saturating_duration_since(Instant::now())
@@ -596,34 +592,25 @@ impl KafkaReader {
                 }
                 continue;
             }
-            let Some(q) = self.queue.clone() else {
-                if n > 0 || Instant::now() >= deadline {
-                    break;
-                }
-                continue;
-            };
             // Forget earlier wake-ups before looking, so that a message
             // arriving after the look wakes the wait below.
-            q.arm();
-            self.refill(&q, max);
+            self.queue.arm();
+            self.refill(routed, max);
             let (handed, taken) = self.merge(now, max - n, f)?;
             n += handed;
-            if taken > 0 {
-                if n > 0 && fill_until.is_none() {
-                    fill_until = Some(Instant::now() + FILL);
-                }
-                continue;
-            }
-            // Nothing buffered anywhere.
             if n > 0 && fill_until.is_none() {
                 fill_until = Some(Instant::now() + FILL);
             }
+            if taken > 0 {
+                continue;
+            }
+            // Nothing buffered anywhere.
             let until = fill_until.unwrap_or(deadline);
             if Instant::now() >= until {
                 break;
             }
             if routed > 0 {
-                q.wait(until);
+                self.queue.wait(until);
             }
             if n == 0 {
                 self.finish_idle();
@@ -632,10 +619,9 @@ impl KafkaReader {
         Ok(())
     }
 
-    /// Pops what each partition's queue holds (up to `max`) into the
-    /// buffers of the partitions whose buffers are spent.
-    fn refill(&mut self, q: &MessageQueue, max: usize) {
-        let routed = q.len();
+    /// Pops what each of the `routed` partitions' queues holds (up to
+    /// `max`) into the buffers of the partitions whose buffers are spent.
+    fn refill(&mut self, routed: usize, max: usize) {
         if self.pending.len() < routed {
             self.pending.resize_with(routed, || (Batch::default(), 0));
         }
@@ -643,7 +629,7 @@ impl KafkaReader {
             if *at >= batch.len() {
                 batch.clear();
                 *at = 0;
-                q.pop(part, batch, max);
+                self.queue.pop(part, batch, max);
             }
         }
     }
