@@ -24,8 +24,8 @@
 //! finished, so that an assigned partition holds watermarks back (until it
 //! turns idle) even before its first record.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
+use crate::kafka_fetch::{Chunk, FetchConfig, Fetcher};
 use crate::kafka_queue::{Batch, MessageQueue};
 
 /// A partition: topic and number.
@@ -104,6 +105,17 @@ pub enum KafkaSourceError {
     /// A fatal consumer error while running.
     #[error("kafka consumer failed: {0}")]
     Fatal(KafkaError),
+    /// A fatal error of the direct fetch path.
+    #[error("{0}")]
+    Fetch(String),
+    /// A setting wafer reads itself has a bad value.
+    #[error("kafka property `{key}`: {reason}")]
+    BadSetting {
+        /// the property
+        key: String,
+        /// what is wrong
+        reason: String,
+    },
 }
 
 /// A message as the reader hands it over.
@@ -151,7 +163,8 @@ struct Shared {
     /// Partitions assigned now.
     assigned: std::collections::BTreeSet<(String, i32)>,
     /// The broker's end of each partition (last stable offset, else high
-    /// watermark) as of librdkafka's last statistics: the lag's reference.
+    /// watermark) as of librdkafka's last statistics, or the direct
+    /// fetcher's last response: the lag's reference.
     ends: HashMap<(String, i32), i64>,
 }
 
@@ -175,12 +188,25 @@ struct Ctx {
     /// there first. Weak: the reader owns it and drops it before the
     /// consumer (whose context this is).
     queue: OnceLock<Weak<MessageQueue>>,
+    /// The direct fetch path's fetcher, when the reader uses it: assigned
+    /// partitions are fetched there, not by librdkafka.
+    fetcher: OnceLock<Weak<Fetcher>>,
+    /// Set by every rebalance, so the reader drops chunks of partitions it
+    /// no longer holds.
+    rebalanced: AtomicBool,
+    /// The offset reset policy for a partition without a committed offset.
+    reset_latest: bool,
 }
 
 impl ClientContext for Ctx {
     /// librdkafka's statistics (every `statistics.interval.ms`, served by
     /// `poll`) carry each partition's end as the fetcher last saw it.
     fn stats(&self, statistics: Statistics) {
+        // The direct path knows the ends from its own fetches; librdkafka's
+        // figures are of partitions it does not fetch.
+        if self.fetcher.get().is_some() {
+            return;
+        }
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         for (topic, t) in statistics.topics {
             for (p, part) in t.partitions {
@@ -214,11 +240,13 @@ impl ConsumerContext for Ctx {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.rebalanced.store(true, Ordering::Release);
                 let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut assignment = TopicPartitionList::new();
                 let queue = self.queue.get().and_then(Weak::upgrade);
+                let fetcher = self.fetcher.get().and_then(Weak::upgrade);
                 for e in tpl.elements() {
-                    if let Some(q) = &queue {
+                    if let (Some(q), None) = (&queue, &fetcher) {
                         q.route(e.topic(), e.partition());
                     }
                     let key = (e.topic().to_string(), e.partition());
@@ -228,6 +256,10 @@ impl ConsumerContext for Ctx {
                         Some(o) => Offset::Offset(o.get()),
                         None => start_offset(consumer, self.start, e.topic(), e.partition()),
                     };
+                    if let Some(fetcher) = &fetcher {
+                        let from = resolve(consumer, offset, e.topic(), e.partition(), self.reset_latest);
+                        fetcher.add(e.topic(), e.partition(), from);
+                    }
                     // The offset is valid here: add_partition_offset only
                     // fails for a partition already in the list.
                     let _ = assignment.add_partition_offset(e.topic(), e.partition(), offset);
@@ -236,12 +268,25 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = consumer.assign(&assignment) {
                     tracing::error!(error = %e, "kafka assignment failed");
                 }
+                // The direct path fetches them: librdkafka must not (what
+                // it fetched before the pause comes through `poll` and is
+                // dropped; positions are the host's).
+                if fetcher.is_some()
+                    && let Err(e) = consumer.pause(&assignment)
+                {
+                    tracing::error!(error = %e, "pausing librdkafka's fetching failed");
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "kafka partitions revoked");
+                self.rebalanced.store(true, Ordering::Release);
+                let fetcher = self.fetcher.get().and_then(Weak::upgrade);
                 let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
                 for e in tpl.elements() {
                     shared.assigned.remove(&(e.topic().to_string(), e.partition()));
+                    if let Some(f) = &fetcher {
+                        f.remove(e.topic(), e.partition());
+                    }
                 }
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "kafka unassignment failed");
@@ -283,6 +328,49 @@ fn start_offset<C: ConsumerContext>(
     }
 }
 
+/// A start offset as a number: the direct path fetches from offsets, not
+/// from librdkafka's logical ones. A lookup that fails starts at the
+/// earliest offset (0), which the broker then answers as out of range if
+/// it is not, and the reset policy applies.
+fn resolve<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offset: Offset,
+    topic: &str,
+    partition: i32,
+    reset_latest: bool,
+) -> i64 {
+    let timeout = Duration::from_secs(10);
+    let watermark = |latest: bool| match consumer.fetch_watermarks(topic, partition, timeout) {
+        Ok((low, high)) => {
+            if latest {
+                high
+            } else {
+                low
+            }
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition, error = %e, "kafka watermarks unavailable; starting at 0");
+            0
+        }
+    };
+    match offset {
+        Offset::Offset(o) if o >= 0 => o,
+        Offset::Beginning => watermark(false),
+        Offset::End => watermark(true),
+        _ => {
+            let mut q = TopicPartitionList::new();
+            q.add_partition(topic, partition);
+            match consumer
+                .committed_offsets(q, timeout)
+                .map(|r| r.find_partition(topic, partition).map(|e| e.offset()))
+            {
+                Ok(Some(Offset::Offset(o))) if o >= 0 => o,
+                _ => watermark(reset_latest),
+            }
+        }
+    }
+}
+
 /// How long a bounded partition that reached its end at start must stay
 /// silent to count as finished, when no end-of-partition event decides.
 const BOUNDED_IDLE: Duration = Duration::from_secs(2);
@@ -310,6 +398,129 @@ struct BoundedPartition {
     last_seen: Instant,
 }
 
+/// The direct fetch path's side of the reader (see `kafka_fetch`).
+struct DirectRead {
+    fetcher: Arc<Fetcher>,
+    /// Chunks not yet handed over, per fetcher partition index, with how
+    /// many records of the front one were.
+    bufs: Vec<(VecDeque<Chunk>, usize)>,
+    /// Chunks in `bufs`: taking from the fetcher stops at a bound, so that
+    /// its queue (and so fetching) stays bounded.
+    buffered: usize,
+    /// When metadata was last asked for.
+    last_metadata: Option<Instant>,
+    /// Metadata is wanted.
+    stale: bool,
+    /// Partitions to reset once the broker answers.
+    resets: Vec<(String, i32)>,
+    /// The offset reset policy: latest (else earliest).
+    reset_latest: bool,
+}
+
+impl DirectRead {
+    /// Buffers a chunk unless its partition was re-seeked or dropped since.
+    fn keep(&mut self, chunk: Chunk) {
+        if self
+            .fetcher
+            .current(chunk.part)
+            .is_none_or(|(_, g)| g != chunk.generation)
+        {
+            return;
+        }
+        if self.bufs.len() <= chunk.part {
+            self.bufs.resize_with(chunk.part + 1, || (VecDeque::new(), 0));
+        }
+        self.bufs[chunk.part].0.push_back(chunk);
+        self.buffered += 1;
+    }
+
+    /// Takes what the fetcher has queued, up to the buffer's bound.
+    fn take(&mut self) {
+        while self.buffered < BUFFERED_CHUNKS {
+            let Some(chunk) = self.fetcher.try_recv() else {
+                return;
+            };
+            self.keep(chunk);
+        }
+    }
+
+    /// Drops buffered chunks of partitions re-seeked or no longer fetched.
+    fn drop_stale(&mut self) {
+        for (part, (chunks, at)) in self.bufs.iter_mut().enumerate() {
+            let current = self.fetcher.current(part).map(|(_, g)| g);
+            let before = chunks.len();
+            chunks.retain(|c| Some(c.generation) == current);
+            if chunks.len() != before {
+                *at = 0;
+            }
+            self.buffered -= before - chunks.len();
+        }
+    }
+}
+
+/// Chunks the reader buffers beyond the fetcher's queue.
+const BUFFERED_CHUNKS: usize = 8;
+
+/// How often metadata may be asked for when a leader is unknown.
+const METADATA_EVERY: Duration = Duration::from_millis(500);
+
+/// Properties the direct fetch path reads, with librdkafka's defaults
+/// where wafer keeps them. Returns the config, whether the path applies,
+/// and the properties for librdkafka (without wafer's own).
+fn fetch_config(
+    settings: &KafkaSettings,
+) -> Result<(FetchConfig, bool, bool, Vec<(String, String)>), KafkaSourceError> {
+    let bad = |key: &str, reason: String| KafkaSourceError::BadSetting {
+        key: key.to_string(),
+        reason,
+    };
+    let mut direct = None;
+    let mut props = Vec::new();
+    for (k, v) in &settings.properties {
+        if k == "wafer.fetch" {
+            direct = Some(match v.trim() {
+                "direct" => true,
+                "librdkafka" => false,
+                other => return Err(bad(k, format!("`{other}` is neither `direct` nor `librdkafka`"))),
+            });
+        } else {
+            props.push((k.clone(), v.clone()));
+        }
+    }
+    let prop = |key: &str| props.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.trim());
+    let number = |key: &str, default: i32| -> Result<i32, KafkaSourceError> {
+        match prop(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i32>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| bad(key, format!("`{v}` is not a non-negative number"))),
+        }
+    };
+    // TLS and SASL are librdkafka's to speak.
+    let plaintext = prop("security.protocol").is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
+    if direct == Some(true) && !plaintext {
+        return Err(bad(
+            "wafer.fetch",
+            "`direct` speaks plaintext only; with security.protocol set use `librdkafka`".into(),
+        ));
+    }
+    let config = FetchConfig {
+        client_id: prop("client.id").unwrap_or("wafer").to_string(),
+        max_wait_ms: number("fetch.wait.max.ms", if settings.bounded { 10 } else { 50 })?,
+        min_bytes: number("fetch.min.bytes", 1)?,
+        max_bytes: number("fetch.max.bytes", 52_428_800)?,
+        partition_max_bytes: number("max.partition.fetch.bytes", 1_048_576)?.max(1),
+        read_committed: prop("isolation.level") != Some("read_uncommitted"),
+        eof: settings.bounded,
+        queued_chunks: 16,
+        queued_bytes: number("queued.max.messages.kbytes", 65_536)?.max(1) as usize * 1024,
+    };
+    let reset_latest = matches!(prop("auto.offset.reset"), Some("latest" | "largest" | "end"));
+    Ok((config, direct.unwrap_or(plaintext), reset_latest, props))
+}
+
 /// Reads raw messages of some topics.
 pub struct KafkaReader {
     // Dropped in this order: the buffered messages and the partition
@@ -318,6 +529,8 @@ pub struct KafkaReader {
     /// the queue's partition index), with how many were handed over.
     pending: Vec<(Batch, usize)>,
     queue: Arc<MessageQueue>,
+    /// The direct fetch path, if used (else librdkafka fetches).
+    direct: Option<DirectRead>,
     consumer: BaseConsumer<Ctx>,
     settings: KafkaSettings,
     shared: Arc<Mutex<Shared>>,
@@ -345,6 +558,7 @@ impl KafkaReader {
             topics: topics_label.clone(),
             source,
         };
+        let (fetch, use_direct, reset_latest, properties) = fetch_config(&settings)?;
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group)
@@ -374,7 +588,7 @@ impl KafkaReader {
             // job drained the queue in a fraction of that and then sat idle,
             // which cost a third of the throughput.
             .set("fetch.queue.backoff.ms", "10");
-        for (k, v) in &settings.properties {
+        for (k, v) in &properties {
             cfg.set(k, v);
         }
         let mut shared = Shared::default();
@@ -390,10 +604,26 @@ impl KafkaReader {
                 shared: shared.clone(),
                 start: settings.start,
                 queue: OnceLock::new(),
+                fetcher: OnceLock::new(),
+                rebalanced: AtomicBool::new(false),
+                reset_latest,
             })
             .map_err(client)?;
         let queue = Arc::new(MessageQueue::new(&consumer));
         let _ = consumer.context().queue.set(Arc::downgrade(&queue));
+        let direct = use_direct.then(|| {
+            let fetcher = Arc::new(Fetcher::new(fetch));
+            let _ = consumer.context().fetcher.set(Arc::downgrade(&fetcher));
+            DirectRead {
+                fetcher,
+                bufs: Vec::new(),
+                buffered: 0,
+                last_metadata: None,
+                stale: false,
+                resets: Vec::new(),
+                reset_latest,
+            }
+        });
 
         // Brokers down at start: retry with a growing pause, then give up
         // with a message naming them.
@@ -428,6 +658,12 @@ impl KafkaReader {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(2));
         };
+        let brokers: Vec<(i32, String, i32)> = metadata
+            .brokers()
+            .iter()
+            .map(|b| (b.id(), b.host().to_string(), b.port()))
+            .collect();
+        let mut leaders = Vec::new();
         let mut partitions = Vec::new();
         for t in &settings.topics {
             let Some(mt) = metadata.topics().iter().find(|mt| mt.name() == t) else {
@@ -438,6 +674,7 @@ impl KafkaReader {
             }
             for p in mt.partitions() {
                 partitions.push((t.clone(), p.id()));
+                leaders.push((t.clone(), p.id(), p.leader()));
             }
         }
         partitions.sort();
@@ -445,6 +682,7 @@ impl KafkaReader {
         let mut reader = KafkaReader {
             pending: Vec::new(),
             queue,
+            direct,
             consumer,
             settings,
             shared,
@@ -460,6 +698,10 @@ impl KafkaReader {
         } else {
             let topics: Vec<&str> = reader.settings.topics.iter().map(String::as_str).collect();
             reader.consumer.subscribe(&topics).map_err(client)?;
+        }
+        if let Some(d) = &mut reader.direct {
+            d.fetcher.set_metadata(&brokers, &leaders);
+            d.last_metadata = Some(Instant::now());
         }
         Ok(reader)
     }
@@ -520,10 +762,19 @@ impl KafkaReader {
                     last_seen: Instant::now(),
                 },
             );
-            self.queue.route(t, *p);
-            tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
+            match &self.direct {
+                Some(d) => {
+                    d.fetcher.add(t, *p, from);
+                }
+                None => {
+                    self.queue.route(t, *p);
+                    tpl.add_partition_offset(t, *p, Offset::Offset(from))?;
+                }
+            }
         }
-        self.consumer.assign(&tpl)?;
+        if self.direct.is_none() {
+            self.consumer.assign(&tpl)?;
+        }
         self.ends = Some(ends);
         Ok(())
     }
@@ -546,7 +797,11 @@ impl KafkaReader {
         // thousands of messages a second it showed in profiles.
         let now = Instant::now();
         let deadline = now + linger;
-        self.read_into(max, now, deadline, &mut f)?;
+        if self.direct.is_some() {
+            self.read_direct(max, now, deadline, &mut f)?;
+        } else {
+            self.read_into(max, now, deadline, &mut f)?;
+        }
         self.finish_idle();
         Ok(!self.ends.as_ref().is_some_and(HashMap::is_empty))
     }
@@ -587,7 +842,7 @@ impl KafkaReader {
                             n += 1;
                         }
                     }
-                    Err(KafkaError::PartitionEOF(p)) => self.partition_end(p),
+                    Err(KafkaError::PartitionEOF(p)) => self.partition_end(p, None),
                     Err(e) => self.consumer_error(e)?,
                 }
                 continue;
@@ -617,6 +872,239 @@ impl KafkaReader {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::read_into`] for the direct fetch path: chunks from the
+    /// fetcher instead of librdkafka's queues, merged the same way.
+    fn read_direct(
+        &mut self,
+        max: usize,
+        now: Instant,
+        deadline: Instant,
+        f: &mut impl FnMut(KafkaRecord<'_>),
+    ) -> Result<(), KafkaSourceError> {
+        let mut n = 0;
+        let mut fill_until: Option<Instant> = None;
+        while n < max {
+            if self.ends.as_ref().is_some_and(HashMap::is_empty) {
+                return Ok(());
+            }
+            // Rebalances and client errors. Messages librdkafka fetched
+            // before its pause took effect are dropped: the fetcher reads
+            // those partitions from the host's positions.
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_))) => continue,
+                Some(Err(e)) => {
+                    self.consumer_error(e)?;
+                    continue;
+                }
+                None => {}
+            }
+            self.maintain()?;
+            let Some(d) = &mut self.direct else {
+                return Ok(());
+            };
+            if self.consumer.context().rebalanced.swap(false, Ordering::AcqRel) {
+                d.drop_stale();
+            }
+            d.take();
+            let (handed, taken) = self.merge_direct(now, max - n, f)?;
+            n += handed;
+            if n > 0 && fill_until.is_none() {
+                fill_until = Some(Instant::now() + FILL);
+            }
+            if taken > 0 {
+                continue;
+            }
+            let until = fill_until.unwrap_or(deadline);
+            if Instant::now() >= until {
+                break;
+            }
+            // Wake at least every 100 ms to serve rebalances and metadata.
+            if let Some(d) = &mut self.direct
+                && let Some(chunk) = d
+                    .fetcher
+                    .recv(until.min(Instant::now() + Duration::from_millis(100)))
+            {
+                d.keep(chunk);
+            }
+            if n == 0 {
+                self.finish_idle();
+            }
+        }
+        Ok(())
+    }
+
+    /// The direct path's upkeep: fatal fetch errors, offsets out of range
+    /// (reset per `auto.offset.reset`) and metadata when a leader is
+    /// unknown or moved.
+    fn maintain(&mut self) -> Result<(), KafkaSourceError> {
+        let Some(d) = &mut self.direct else {
+            return Ok(());
+        };
+        if let Some(e) = d.fetcher.error() {
+            return Err(KafkaSourceError::Fetch(e.to_string()));
+        }
+        d.resets.extend(d.fetcher.take_resets());
+        let timeout = Duration::from_secs(5);
+        let mut left = Vec::new();
+        for (t, p) in std::mem::take(&mut d.resets) {
+            match self.consumer.fetch_watermarks(&t, p, timeout) {
+                Ok((low, high)) => {
+                    let to = if d.reset_latest { high } else { low };
+                    tracing::warn!(topic = %t, partition = p, to, "kafka offset out of range; reset");
+                    d.fetcher.add(&t, p, to);
+                    d.drop_stale();
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %t, partition = p, error = %e, "kafka offset reset failed; retrying");
+                    left.push((t, p));
+                }
+            }
+        }
+        d.resets = left;
+        d.stale |= d.fetcher.take_stale();
+        if d.stale && d.last_metadata.is_none_or(|t| t.elapsed() >= METADATA_EVERY) {
+            d.last_metadata = Some(Instant::now());
+            let mut brokers = Vec::new();
+            let mut leaders = Vec::new();
+            let mut failed = false;
+            for topic in d.fetcher.topics() {
+                match self.consumer.fetch_metadata(Some(&topic), timeout) {
+                    Ok(m) => {
+                        for b in m.brokers() {
+                            brokers.push((b.id(), b.host().to_string(), b.port()));
+                        }
+                        for mt in m.topics() {
+                            for p in mt.partitions() {
+                                leaders.push((mt.name().to_string(), p.id(), p.leader()));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%topic, error = %e, "kafka metadata unavailable; retrying");
+                        failed = true;
+                    }
+                }
+            }
+            d.fetcher.set_metadata(&brokers, &leaders);
+            // set_metadata asks again while a leader is unknown.
+            d.stale = failed || d.fetcher.take_stale();
+        }
+        Ok(())
+    }
+
+    /// [`Self::merge`] for the direct path's chunks: hands over up to
+    /// `max` buffered records, oldest Kafka timestamp first across
+    /// partitions. Returns the records handed over and the entries taken
+    /// (records and spent chunks).
+    fn merge_direct(
+        &mut self,
+        now: Instant,
+        max: usize,
+        f: &mut impl FnMut(KafkaRecord<'_>),
+    ) -> Result<(usize, usize), KafkaSourceError> {
+        let Some(d) = &mut self.direct else {
+            return Ok((0, 0));
+        };
+        let mut bufs = std::mem::take(&mut d.bufs);
+        let one_topic = self.settings.topics.len() == 1;
+        let (mut handed, mut taken) = (0, 0);
+        // A record without a timestamp goes first.
+        let head = |(chunks, at): &(VecDeque<Chunk>, usize)| {
+            let c = chunks.front()?;
+            Some(
+                c.records
+                    .recs
+                    .get(*at)
+                    .map_or(i64::MIN, |r| if r.timestamp < 0 { i64::MIN } else { r.timestamp }),
+            )
+        };
+        while handed < max {
+            let mut best: Option<(usize, i64)> = None;
+            let mut second = i64::MAX;
+            for (i, b) in bufs.iter().enumerate() {
+                let Some(ts) = head(b) else { continue };
+                match best {
+                    Some((_, top)) if ts >= top => second = second.min(ts),
+                    _ => {
+                        if let Some((_, top)) = best {
+                            second = second.min(top);
+                        }
+                        best = Some((i, ts));
+                    }
+                }
+            }
+            let Some((i, _)) = best else { break };
+            let (chunks, at) = &mut bufs[i];
+            let Some(chunk) = chunks.front() else { break };
+            let Some((name, _)) = self.direct.as_ref().and_then(|d| d.fetcher.current(chunk.part)) else {
+                // No longer fetched: its chunks are stale.
+                let dropped = chunks.len();
+                chunks.clear();
+                *at = 0;
+                if let Some(d) = &mut self.direct {
+                    d.buffered -= dropped;
+                }
+                taken += dropped;
+                continue;
+            };
+            let topic = (!one_topic).then_some(&*name.0);
+            while handed < max {
+                let Some(r) = chunk.records.recs.get(*at) else {
+                    break;
+                };
+                if second < i64::MAX && r.timestamp > second {
+                    break;
+                }
+                *at += 1;
+                taken += 1;
+                let ts = (r.timestamp >= 0).then_some(r.timestamp);
+                if self.deliver(now, topic, name.1, r.offset, || ts, chunk.records.value(r), f) {
+                    handed += 1;
+                }
+            }
+            if *at >= chunk.records.recs.len() {
+                // Spent: its position moves past what it skipped too.
+                let (next, eof) = (chunk.next, chunk.eof);
+                chunks.pop_front();
+                *at = 0;
+                taken += 1;
+                if let Some(d) = &mut self.direct {
+                    d.buffered -= 1;
+                }
+                self.chunk_done(topic, name.1, next, eof);
+            }
+        }
+        if let Some(d) = &mut self.direct {
+            d.bufs = bufs;
+            // A bounded partition finished while handing over.
+            d.drop_stale();
+        }
+        Ok((handed, taken))
+    }
+
+    /// A chunk was handed over: the partition's position moves to where its
+    /// next fetch starts (past control and aborted batches), and a bounded
+    /// partition that reached its end is finished.
+    fn chunk_done(&mut self, topic: Option<&str>, partition: i32, next: i64, eof: bool) {
+        let at = self.slot(topic, partition, next);
+        let (key, _, lane, position) = &self.recent[at];
+        let key = key.clone();
+        let finished = self.ends.as_ref().is_some_and(|ends| !ends.contains_key(lane));
+        // Not past records beyond a bounded partition's end: they were
+        // not handed over.
+        if !finished && next > position.get() {
+            position.set(next);
+        }
+        if let Some(b) = self.ends.as_mut().and_then(|ends| ends.get_mut(lane))
+            && next >= b.end
+        {
+            b.reached = true;
+        }
+        if eof {
+            self.partition_end_of(&key, Some(next));
+        }
     }
 
     /// Pops what each of the `routed` partitions' queues holds (up to
@@ -700,7 +1188,9 @@ impl KafkaReader {
                                 handed += 1;
                             }
                         }
-                        RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => self.partition_end(m.partition()),
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
+                            self.partition_end(m.partition(), Some(m.offset()));
+                        }
                         code => self.consumer_error(KafkaError::MessageConsumption(code.into()))?,
                     }
                 }
@@ -724,29 +1214,7 @@ impl KafkaReader {
         payload: &[u8],
         f: &mut impl FnMut(KafkaRecord<'_>),
     ) -> bool {
-        // The partition's key, lane and name without allocating: a linear
-        // scan of the few partitions seen.
-        let at = self
-            .recent
-            .iter()
-            .position(|(k, ..)| k.1 == partition && topic.is_none_or(|t| k.0 == t));
-        let at = match at {
-            Some(at) => at,
-            None => {
-                let name = topic.unwrap_or_else(|| self.settings.topics.first().map_or("", String::as_str));
-                let key = (name.to_string(), partition);
-                let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-                let (p, lane) = shared.lane(&key);
-                let position = shared
-                    .positions
-                    .entry(key.clone())
-                    .or_insert_with(|| Position::new(offset))
-                    .clone();
-                drop(shared);
-                self.recent.push((key, p, lane, position));
-                self.recent.len() - 1
-            }
-        };
+        let at = self.slot(topic, partition, offset);
         let (key, partition, lane, position) = &self.recent[at];
         if let Some(ends) = &mut self.ends {
             // A message of a finished partition fetched before the pause
@@ -758,7 +1226,7 @@ impl KafkaReader {
             if offset >= b.end && produced().unwrap_or(i64::MIN) > self.started_ms {
                 // Produced after the start: beyond the bound.
                 ends.remove(lane);
-                pause(&self.consumer, key);
+                stop(&self.consumer, self.direct.as_mut(), key);
                 return false;
             }
             if offset + 1 >= b.end {
@@ -775,26 +1243,71 @@ impl KafkaReader {
         true
     }
 
+    /// Where in `recent` a partition is (added on its first message, whose
+    /// offset starts its position if it has none). `topic` is `None` with a
+    /// single topic.
+    fn slot(&mut self, topic: Option<&str>, partition: i32, offset: i64) -> usize {
+        // The partition's key, lane and name without allocating: a linear
+        // scan of the few partitions seen.
+        let at = self
+            .recent
+            .iter()
+            .position(|(k, ..)| k.1 == partition && topic.is_none_or(|t| k.0 == t));
+        match at {
+            Some(at) => at,
+            None => {
+                let name = topic.unwrap_or_else(|| self.settings.topics.first().map_or("", String::as_str));
+                let key = (name.to_string(), partition);
+                let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let (p, lane) = shared.lane(&key);
+                let position = shared
+                    .positions
+                    .entry(key.clone())
+                    .or_insert_with(|| Position::new(offset))
+                    .clone();
+                drop(shared);
+                self.recent.push((key, p, lane, position));
+                self.recent.len() - 1
+            }
+        }
+    }
+
     /// The broker's end of partition `p` as of now: a partition that
     /// reached its end at start is done. librdkafka names only the
     /// partition number, so this is decisive with one topic; with several,
-    /// the idle rule decides.
-    fn partition_end(&mut self, p: i32) {
-        if let ([topic], Some(ends)) = (self.settings.topics.as_slice(), &mut self.ends) {
+    /// the idle rule decides. `at` is the offset the end was found at, when
+    /// known: a partition whose last entries are transaction markers (never
+    /// handed over) reaches its end there.
+    fn partition_end(&mut self, p: i32, at: Option<i64>) {
+        if let [topic] = self.settings.topics.as_slice() {
             let key = (topic.clone(), p);
-            let lane = self
-                .shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .lanes
-                .get(&key)
-                .map(|&(_, lane)| lane);
-            if let Some(lane) = lane
-                && ends.get(&lane).is_some_and(|b| b.reached)
-            {
-                ends.remove(&lane);
-                pause(&self.consumer, &key);
-            }
+            self.partition_end_of(&key, at);
+        }
+    }
+
+    /// The broker's end of partition `key` as of now (see `partition_end`).
+    fn partition_end_of(&mut self, key: &(String, i32), at: Option<i64>) {
+        let Some(ends) = &mut self.ends else {
+            return;
+        };
+        let lane = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lanes
+            .get(key)
+            .map(|&(_, lane)| lane);
+        if let (Some(lane), Some(at)) = (lane, at)
+            && let Some(b) = ends.get_mut(&lane)
+            && at >= b.end
+        {
+            b.reached = true;
+        }
+        if let Some(lane) = lane
+            && ends.get(&lane).is_some_and(|b| b.reached)
+        {
+            ends.remove(&lane);
+            stop(&self.consumer, self.direct.as_mut(), key);
         }
     }
 
@@ -823,7 +1336,7 @@ impl KafkaReader {
             .collect();
         for lane in idle {
             if let Some(b) = ends.remove(&lane) {
-                pause(&self.consumer, &b.key);
+                stop(&self.consumer, self.direct.as_mut(), &b.key);
             }
         }
     }
@@ -862,10 +1375,15 @@ impl KafkaReader {
 
     /// How many messages each partition read here is behind, in partition
     /// order: an unbounded reader, behind the broker's end (as of
-    /// librdkafka's last statistics) for the partitions assigned to it
-    /// now; a bounded one, behind its bound (0 once finished).
+    /// librdkafka's last statistics or the direct fetcher's last response)
+    /// for the partitions assigned to it now; a bounded one, behind its
+    /// bound (0 once finished).
     pub fn lag(&self) -> Vec<((String, i32), i64)> {
-        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        // The direct path's ends come from its own fetches.
+        if let Some(d) = &self.direct {
+            shared.ends.extend(d.fetcher.ends());
+        }
         let mut v: Vec<_> = match &self.ends {
             Some(bounds) => shared
                 .positions
@@ -957,8 +1475,14 @@ impl KafkaReader {
     }
 }
 
-/// Stops fetching a finished partition.
-fn pause(consumer: &BaseConsumer<Ctx>, key: &(String, i32)) {
+/// Stops fetching a finished partition: in the direct fetcher (dropping
+/// what was buffered of it) or librdkafka.
+fn stop(consumer: &BaseConsumer<Ctx>, direct: Option<&mut DirectRead>, key: &(String, i32)) {
+    if let Some(d) = direct {
+        d.fetcher.remove(&key.0, key.1);
+        d.drop_stale();
+        return;
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&key.0, key.1);
     if let Err(e) = consumer.pause(&tpl) {
@@ -1005,20 +1529,60 @@ mod tests {
         }
     }
 
-    fn open(brokers: &str, topic: &str, group: &str, start: Start, bounded: bool) -> KafkaReader {
-        KafkaReader::open(
-            KafkaSettings {
-                brokers: brokers.into(),
-                topics: vec![topic.into()],
-                group: group.into(),
-                start,
-                bounded,
-                connect_timeout: Duration::from_secs(30),
-                properties: Vec::new(),
-            },
-            Vec::new(),
-        )
-        .unwrap()
+    /// Runs a test on both fetch paths: `$name::direct` and
+    /// `$name::librdkafka` call `$body` with the path's name.
+    macro_rules! on_both_paths {
+        ($($name:ident => $body:ident,)*) => {$(
+            mod $name {
+                #[test]
+                fn direct() {
+                    super::$body("direct");
+                }
+                #[test]
+                fn librdkafka() {
+                    super::$body("librdkafka");
+                }
+            }
+        )*};
+    }
+
+    on_both_paths! {
+        merged_by_timestamp => partitions_with_a_backlog_are_handed_over_oldest_timestamp_first,
+        starts => every_start_reads_from_where_it_says,
+        no_linger => a_read_hands_over_what_is_there_without_waiting_out_its_linger,
+        lag => lag_is_what_the_broker_holds_beyond_the_readers_position,
+        codecs => every_codec_reads_back_what_librdkafka_wrote,
+        out_of_range => a_position_beyond_the_end_is_reset_to_the_earliest,
+    }
+
+    fn settings(
+        brokers: &str,
+        topic: &str,
+        group: &str,
+        start: Start,
+        bounded: bool,
+        fetch: &str,
+    ) -> KafkaSettings {
+        KafkaSettings {
+            brokers: brokers.into(),
+            topics: vec![topic.into()],
+            group: group.into(),
+            start,
+            bounded,
+            connect_timeout: Duration::from_secs(30),
+            properties: vec![("wafer.fetch".into(), fetch.into())],
+        }
+    }
+
+    fn open(
+        brokers: &str,
+        topic: &str,
+        group: &str,
+        start: Start,
+        bounded: bool,
+        fetch: &str,
+    ) -> KafkaReader {
+        KafkaReader::open(settings(brokers, topic, group, start, bounded, fetch), Vec::new()).unwrap()
     }
 
     /// What a reader hands over until it is done (bounded) or quiet for a
@@ -1046,12 +1610,96 @@ mod tests {
         got
     }
 
+    /// What a bounded reader hands over until it says it is done (within
+    /// 30 s, else the test fails).
+    fn drain_to_end(r: &mut KafkaReader) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while r
+            .read(100, Duration::from_millis(100), |m| {
+                got.push(String::from_utf8_lossy(m.payload).into_owned())
+            })
+            .unwrap()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the bounded reader never finished; it read {got:?}"
+            );
+        }
+        got
+    }
+
+    /// Message `i` of the codec test: compressible, of varied length.
+    fn padded(i: i64) -> String {
+        format!("m{i}-{}", "x".repeat((i % 97) as usize))
+    }
+
+    fn every_codec_reads_back_what_librdkafka_wrote(fetch: &str) {
+        let broker = Broker::start(Storage::Memory);
+        let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+        let topics: Vec<String> = codecs.iter().map(|c| format!("codec-{c}")).collect();
+        let specs: Vec<(&str, i32)> = topics.iter().map(|t| (t.as_str(), 1)).collect();
+        broker.create_topics(&specs);
+        for (codec, topic) in codecs.iter().zip(&topics) {
+            // Many messages per batch, so batches are compressed as a whole.
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &broker.addr)
+                .set("compression.codec", *codec)
+                .set("linger.ms", "100")
+                .create()
+                .unwrap();
+            for i in 0..500 {
+                let payload = padded(i);
+                producer
+                    .send(BaseRecord::<(), str>::to(topic).payload(&payload).partition(0))
+                    .unwrap();
+            }
+            producer.flush(Duration::from_secs(30)).unwrap();
+            let mut r = open(
+                &broker.addr,
+                topic,
+                &format!("g-{codec}"),
+                Start::Earliest,
+                true,
+                fetch,
+            );
+            let want: Vec<String> = (0..500).map(padded).collect();
+            assert_eq!(drain_to_end(&mut r), want, "{codec}");
+        }
+    }
+
+    fn a_position_beyond_the_end_is_reset_to_the_earliest(fetch: &str) {
+        // A restored position the topic no longer has (it was recreated,
+        // or retention passed it): auto.offset.reset (earliest) applies.
+        // On librdkafka's mock cluster: tansu answers such a fetch with
+        // nothing instead of OFFSET_OUT_OF_RANGE.
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("reset", 1, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        produce(&brokers, "reset", 0..5);
+        let mut r = KafkaReader::open(
+            settings(&brokers, "reset", "g-reset", Start::Earliest, false, fetch),
+            vec![(("reset".to_string(), 0), 1000)],
+        )
+        .unwrap();
+        // The mock's group joins take seconds: read until all five came.
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < 5 && Instant::now() < deadline {
+            r.read(100, Duration::from_millis(100), |m| {
+                got.push(String::from_utf8_lossy(m.payload).into_owned())
+            })
+            .unwrap();
+        }
+        assert_eq!(got, names(0..5));
+        assert_eq!(r.positions(), vec![(("reset".to_string(), 0), 5)]);
+    }
+
     fn names(range: std::ops::Range<i64>) -> Vec<String> {
         range.map(|i| format!("m{i}")).collect()
     }
 
-    #[test]
-    fn partitions_with_a_backlog_are_handed_over_oldest_timestamp_first() {
+    fn partitions_with_a_backlog_are_handed_over_oldest_timestamp_first(fetch: &str) {
         let broker = Broker::start(Storage::Memory);
         broker.create_topics(&[("merged", 2)]);
         // Message i goes to partition i % 2, stamped base + i: the order
@@ -1072,7 +1720,7 @@ mod tests {
             producer.send(rec).unwrap();
         }
         producer.flush(Duration::from_secs(30)).unwrap();
-        let mut r = open(&broker.addr, "merged", "g-merged", Start::Earliest, true);
+        let mut r = open(&broker.addr, "merged", "g-merged", Start::Earliest, true, fetch);
         // Let librdkafka fetch both partitions before the first read, as
         // behind a backlog: fetched one after the other, each partition's
         // messages would otherwise come as one run.
@@ -1080,8 +1728,7 @@ mod tests {
         assert_eq!(drain(&mut r), names(0..n));
     }
 
-    #[test]
-    fn every_start_reads_from_where_it_says() {
+    fn every_start_reads_from_where_it_says(fetch: &str) {
         let broker = Broker::start(Storage::Memory);
         broker.create_topics(&[("starts", 1)]);
         produce(&broker.addr, "starts", 0..5);
@@ -1102,7 +1749,14 @@ mod tests {
         c.commit(&tpl, CommitMode::Sync).unwrap();
         for bounded in [true, false] {
             let b = if bounded { "bounded" } else { "unbounded" };
-            let mut r = open(&broker.addr, "starts", "g-committed", Start::Committed, bounded);
+            let mut r = open(
+                &broker.addr,
+                "starts",
+                "g-committed",
+                Start::Committed,
+                bounded,
+                fetch,
+            );
             assert_eq!(drain(&mut r), names(7..10), "committed ({b})");
             let mut r = open(
                 &broker.addr,
@@ -1110,6 +1764,7 @@ mod tests {
                 &format!("g-none-{b}"),
                 Start::Committed,
                 bounded,
+                fetch,
             );
             assert_eq!(drain(&mut r), names(0..10), "no commit: earliest ({b})");
             let mut r = open(
@@ -1118,6 +1773,7 @@ mod tests {
                 &format!("g-e-{b}"),
                 Start::Earliest,
                 bounded,
+                fetch,
             );
             assert_eq!(drain(&mut r), names(0..10), "earliest ({b})");
             let mut r = open(
@@ -1126,20 +1782,27 @@ mod tests {
                 &format!("g-t-{b}"),
                 Start::Timestamp(middle),
                 bounded,
+                fetch,
             );
             assert_eq!(drain(&mut r), names(5..10), "timestamp ({b})");
         }
         // Latest: only what is produced from now on (nothing, bounded).
-        let mut r = open(&broker.addr, "starts", "g-l-bounded", Start::Latest, true);
+        let mut r = open(&broker.addr, "starts", "g-l-bounded", Start::Latest, true, fetch);
         assert_eq!(drain(&mut r), Vec::<String>::new(), "latest (bounded)");
-        let mut r = open(&broker.addr, "starts", "g-l-unbounded", Start::Latest, false);
+        let mut r = open(
+            &broker.addr,
+            "starts",
+            "g-l-unbounded",
+            Start::Latest,
+            false,
+            fetch,
+        );
         assert_eq!(drain(&mut r), Vec::<String>::new(), "latest (unbounded), before");
         produce(&broker.addr, "starts", 10..13);
         assert_eq!(drain(&mut r), names(10..13), "latest (unbounded), after");
     }
 
-    #[test]
-    fn a_read_hands_over_what_is_there_without_waiting_out_its_linger() {
+    fn a_read_hands_over_what_is_there_without_waiting_out_its_linger(fetch: &str) {
         // Five messages and a read asking for a thousand with a two-minute
         // linger: the read hands the five over (and the bounded reader
         // ends) as soon as they are there. librdkafka's batch consume,
@@ -1149,7 +1812,7 @@ mod tests {
         let broker = Broker::start(Storage::Memory);
         broker.create_topics(&[("short", 1)]);
         produce(&broker.addr, "short", 0..5);
-        let mut r = open(&broker.addr, "short", "g-short", Start::Earliest, true);
+        let mut r = open(&broker.addr, "short", "g-short", Start::Earliest, true, fetch);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut got = Vec::new();
@@ -1165,8 +1828,7 @@ mod tests {
         assert_eq!(got, Ok(names(0..5)), "the reader held its messages back");
     }
 
-    #[test]
-    fn lag_is_what_the_broker_holds_beyond_the_readers_position() {
+    fn lag_is_what_the_broker_holds_beyond_the_readers_position(fetch: &str) {
         let broker = Broker::start(Storage::Memory);
         broker.create_topics(&[("lagging", 1)]);
         let producer: BaseProducer = ClientConfig::new()
@@ -1187,7 +1849,10 @@ mod tests {
                 start: Start::Earliest,
                 bounded: false,
                 connect_timeout: Duration::from_secs(30),
-                properties: vec![("statistics.interval.ms".into(), "100".into())],
+                properties: vec![
+                    ("statistics.interval.ms".into(), "100".into()),
+                    ("wafer.fetch".into(), fetch.into()),
+                ],
             },
             Vec::new(),
         )

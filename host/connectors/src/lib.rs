@@ -10,10 +10,12 @@
 
 pub mod file_sink;
 pub mod file_source;
+mod kafka_fetch;
 mod kafka_queue;
 pub mod kafka_sink;
 pub mod kafka_source;
 pub mod kafka_txn;
+mod kafka_wire;
 mod output;
 
 pub use output::{EpochGate, Event, OutputWriter};
