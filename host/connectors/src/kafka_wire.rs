@@ -109,7 +109,21 @@ impl<'a> Cur<'a> {
         std::str::from_utf8(s).map_err(|_| WireError::Bad(what))
     }
     /// Zigzag varint (records use them for lengths and deltas).
+    #[inline]
     fn varlong(&mut self, what: &'static str) -> Result<i64, WireError> {
+        // Most are one byte (attributes, deltas, short lengths): a fifth of
+        // the fetch thread's time went here before this shortcut.
+        if let Some(&byte) = self.b.get(self.at)
+            && byte < 0x80
+        {
+            self.at += 1;
+            let v = u64::from(byte);
+            return Ok((v >> 1) as i64 ^ -((v & 1) as i64));
+        }
+        self.varlong_slow(what)
+    }
+
+    fn varlong_slow(&mut self, what: &'static str) -> Result<i64, WireError> {
         let mut v: u64 = 0;
         let mut shift = 0;
         loop {
@@ -612,6 +626,37 @@ mod tests {
             .map(|r| (r.offset, r.timestamp, out.value(r).to_vec()))
             .collect();
         (v, out.next)
+    }
+
+    #[test]
+    fn varints_of_every_width_round_trip() {
+        let values = [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            300,
+            -300,
+            1 << 20,
+            i32::MAX as i64,
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut data = Vec::new();
+        for v in values {
+            varint(&mut data, v);
+        }
+        let mut c = Cur::new(&data);
+        for v in values {
+            assert_eq!(c.varlong("v"), Ok(v));
+        }
+        assert_eq!(c.rest(), 0);
+        // Cut short, or longer than 10 bytes: errors.
+        assert!(Cur::new(&[0x80]).varlong("v").is_err());
+        assert!(Cur::new(&[0xff; 11]).varlong("v").is_err());
     }
 
     #[test]
