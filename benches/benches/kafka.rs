@@ -7,7 +7,9 @@
 //! `WAFER_BENCH_USERS` (default 100,000) its keys, `WAFER_BENCH_RUNS` the
 //! runs per source (default 3, median kept). `WAFER_BENCH_KAFKA_ONLY=1`
 //! skips the file runs (to profile the Kafka path alone),
-//! `WAFER_BENCH_FILE_ONLY=1` the Kafka runs. `WAFER_BENCH_PERF_TIMES=1`
+//! `WAFER_BENCH_FILE_ONLY=1` the Kafka runs. `WAFER_BENCH_FETCH=librdkafka`
+//! has librdkafka fetch (the path for TLS and SASL) instead of the reader's
+//! own fetcher. `WAFER_BENCH_PERF_TIMES=1`
 //! prints each run's start and end on CLOCK_MONOTONIC, for `perf record -k
 //! CLOCK_MONOTONIC` and `perf report --time`, so a profile can hold the
 //! runs and not the setup (producing, compiling); `benches/kafka-threads.sh`
@@ -130,6 +132,7 @@ fn main() {
     let runs = env_usize("WAFER_BENCH_RUNS", 3);
     let kafka_only = std::env::var("WAFER_BENCH_KAFKA_ONLY").is_ok_and(|v| v == "1");
     let file_only = std::env::var("WAFER_BENCH_FILE_ONLY").is_ok_and(|v| v == "1");
+    let fetch = std::env::var("WAFER_BENCH_FETCH").ok();
     let input = interactions_file(
         events,
         &[
@@ -176,7 +179,14 @@ fn main() {
                     ("KAFKA_START", "earliest".to_string()),
                 ]);
             }
-            let job = example_job("user-features", &vars);
+            let mut job = example_job("user-features", &vars);
+            if let Some(fetch) = &fetch {
+                for src in &mut job.sources {
+                    if let wafer_job::SourceKind::Kafka(k) = &mut src.kind {
+                        k.properties.push(("wafer.fetch".into(), fetch.clone()));
+                    }
+                }
+            }
             let prepared = wafer_runtime::prepare(&job, Metrics::new()).expect("prepare");
             perf_time("start");
             let started = Instant::now();

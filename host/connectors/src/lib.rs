@@ -2,7 +2,9 @@
 //!
 //! [`file_source`] reads raw records from files with a framing and resumable
 //! positions; [`kafka_source`] reads raw message values of topics with
-//! positions per partition kept by the host; [`file_sink`] writes JSON lines
+//! positions per partition kept by the host, fetched by `kafka_fetch` (one
+//! thread per partition leader; the wire format in `kafka_wire`) or, with
+//! TLS or SASL, by librdkafka through `kafka_queue`; [`file_sink`] writes JSON lines
 //! per output and [`kafka_sink`] produces them to topics, keyed by entity,
 //! exactly once with checkpoints through [`kafka_txn`]'s two-phase commit.
 //! Connectors move bytes only; decoding happens in deserializer components
