@@ -103,11 +103,17 @@ impl Drop for Budget {
 
 /// Why the fetcher cannot go on.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("kafka fetch of {topic}/{partition}: {reason}")]
-pub(crate) struct FetchError {
-    topic: String,
-    partition: i32,
-    reason: String,
+#[error("kafka fetch: {0}")]
+pub(crate) struct FetchError(String);
+
+/// A partition whose offset was out of range, as of the fetch that found
+/// it (see [`Fetcher::reset`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Reset {
+    pub part: usize,
+    pub generation: u64,
+    pub topic: String,
+    pub partition: i32,
 }
 
 /// One partition as the fetcher sees it.
@@ -130,6 +136,9 @@ struct Part {
     retry_at: Option<Instant>,
     /// Its end as of the last response (-1: none yet).
     end: i64,
+    /// Most bytes asked of it per fetch: doubled while a response holds
+    /// only part of its next batch (a broker without KIP-74).
+    max_bytes: i32,
 }
 
 #[derive(Default)]
@@ -143,8 +152,8 @@ struct State {
     sockets: HashMap<i32, TcpStream>,
     /// Metadata is wanted (a leader moved or is unknown).
     stale: bool,
-    /// Partitions whose offset was out of range.
-    resets: Vec<usize>,
+    /// Partitions whose offset was out of range, with their generation.
+    resets: Vec<(usize, u64)>,
     /// Fatal errors.
     errors: Vec<FetchError>,
     stop: bool,
@@ -210,6 +219,7 @@ impl Fetcher {
                     at_eof: false,
                     retry_at: None,
                     end: -1,
+                    max_bytes: self.shared.config.partition_max_bytes,
                 });
                 st.stale = true;
                 st.parts.len() - 1
@@ -236,6 +246,7 @@ impl Fetcher {
             .find(|p| &*p.topic == topic && p.partition == partition)
         {
             p.active = false;
+            p.reset = false;
             p.generation += 1;
         }
     }
@@ -272,14 +283,43 @@ impl Fetcher {
         std::mem::take(&mut self.shared.lock().stale)
     }
 
-    /// Partitions whose offset was out of range: (topic, partition).
-    pub(crate) fn take_resets(&self) -> Vec<(String, i32)> {
+    /// Partitions whose offset was out of range and that still wait for a
+    /// reset (not re-seeked or removed since).
+    pub(crate) fn take_resets(&self) -> Vec<Reset> {
         let mut st = self.shared.lock();
         let resets = std::mem::take(&mut st.resets);
         resets
             .into_iter()
-            .filter_map(|i| st.parts.get(i).map(|p| (p.topic.to_string(), p.partition)))
+            .filter_map(|(i, generation)| {
+                let p = st.parts.get(i)?;
+                (p.active && p.reset && p.generation == generation).then(|| Reset {
+                    part: i,
+                    generation,
+                    topic: p.topic.to_string(),
+                    partition: p.partition,
+                })
+            })
             .collect()
+    }
+
+    /// Resets a partition found out of range to `offset`, unless it was
+    /// re-seeked or removed since. Returns whether it did.
+    pub(crate) fn reset(&self, r: &Reset, offset: i64) -> bool {
+        let mut st = self.shared.lock();
+        let Some(p) = st.parts.get_mut(r.part) else {
+            return false;
+        };
+        if !(p.active && p.reset && p.generation == r.generation) {
+            return false;
+        }
+        p.offset = offset;
+        p.generation += 1;
+        p.reset = false;
+        p.at_eof = false;
+        p.retry_at = None;
+        drop(st);
+        self.shared.changed.notify_all();
+        true
     }
 
     /// The first fatal error, if any.
@@ -317,7 +357,22 @@ impl Fetcher {
                 let (shared, tx) = (self.shared.clone(), self.tx.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("wafer-fetch-{node}"))
-                    .spawn(move || broker_thread(&shared, node, &tx));
+                    .spawn(move || {
+                        let run = std::panic::AssertUnwindSafe(|| broker_thread(&shared, node, &tx));
+                        if let Err(panic) = std::panic::catch_unwind(run) {
+                            // Its partitions would wait forever: fail loudly.
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            let mut st = shared.lock();
+                            st.threads.retain(|&n| n != node);
+                            st.errors.push(FetchError(format!(
+                                "the fetch thread of broker {node} panicked: {what}"
+                            )));
+                        }
+                    });
                 if let Err(e) = spawned {
                     st.threads.retain(|&n| n != node);
                     tracing::error!(node, error = %e, "cannot start a kafka fetch thread");
@@ -361,10 +416,28 @@ struct Conn {
     version: i16,
     out: Vec<u8>,
     frame: Vec<u8>,
+    /// Largest response size accepted.
+    limit: usize,
+}
+
+/// Why a fetch failed.
+enum Failure {
+    /// The connection: reconnect and retry.
+    Io(std::io::Error),
+    /// Retrying cannot help (the broker's protocol versions).
+    Fatal(String),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
 }
 
 impl Conn {
-    fn open(addr: &str, config: &FetchConfig) -> std::io::Result<Self> {
+    /// Connects to `addr` and registers the socket so that the fetcher's
+    /// drop can shut it down, then agrees on a Fetch version.
+    fn open(addr: &str, config: &FetchConfig, shared: &Shared, node: i32) -> Result<Self, Failure> {
         let sock = addr
             .to_socket_addrs()?
             .next()
@@ -376,13 +449,25 @@ impl Conn {
         stream.set_read_timeout(Some(
             Duration::from_millis(config.max_wait_ms.max(0) as u64) + Duration::from_secs(30),
         ))?;
+        {
+            let mut st = shared.lock();
+            if st.stop {
+                return Err(Failure::Io(std::io::Error::other("stopping")));
+            }
+            st.sockets.insert(node, stream.try_clone()?);
+        }
         let mut conn = Conn {
             stream,
             correlation: 0,
             version: wire::FETCH_MIN,
             out: Vec::new(),
             frame: Vec::new(),
+            limit: 0,
         };
+        // The largest response taken: librdkafka's receive.message.max.bytes
+        // default, or twice what a fetch may ask for. A bigger size is not
+        // a Kafka response (a TLS alert read as a size, say).
+        conn.limit = 100_000_000usize.max(2 * config.max_bytes.max(0) as usize);
         let body = conn
             .roundtrip(wire::API_VERSIONS, 0, &[], &config.client_id)?
             .to_vec();
@@ -390,8 +475,8 @@ impl Conn {
         conn.version = match range {
             Some((min, max)) if min <= wire::FETCH_MAX && max >= wire::FETCH_MIN => max.min(wire::FETCH_MAX),
             other => {
-                return Err(std::io::Error::other(format!(
-                    "broker {addr} speaks Fetch versions {other:?}, this client {}..={}",
+                return Err(Failure::Fatal(format!(
+                    "broker {addr} speaks Fetch versions {other:?}, the direct fetch path {}..={}; set `wafer.fetch = librdkafka`",
                     wire::FETCH_MIN,
                     wire::FETCH_MAX
                 )));
@@ -409,7 +494,11 @@ impl Conn {
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size)?;
         let size = usize::try_from(i32::from_be_bytes(size))
-            .map_err(|_| std::io::Error::other("negative response size"))?;
+            .ok()
+            .filter(|&n| n <= self.limit)
+            .ok_or_else(|| {
+                std::io::Error::other(format!("response size {size:?} is not a Kafka response's"))
+            })?;
         self.frame.resize(size, 0);
         self.stream.read_exact(&mut self.frame)?;
         let (id, body) = wire::response(&self.frame).map_err(std::io::Error::other)?;
@@ -481,7 +570,7 @@ fn broker_thread(shared_arc: &Arc<Shared>, node: i32, tx: &Sender<Chunk>) {
                         let fp = FetchPartition {
                             partition: p.partition,
                             offset,
-                            max_bytes: config.partition_max_bytes,
+                            max_bytes: p.max_bytes,
                         };
                         match topics.iter_mut().find(|(t, _)| *t == p.topic) {
                             Some((_, v)) => v.push(fp),
@@ -496,18 +585,25 @@ fn broker_thread(shared_arc: &Arc<Shared>, node: i32, tx: &Sender<Chunk>) {
                 };
             }
         };
-        let result = fetch(&mut conn, &addr, config, &topics, &mut body);
+        let result = fetch(&mut conn, &addr, shared, node, &topics, &mut body);
         let chunks = match result {
             Ok(parts) => {
                 pause = Duration::from_millis(100);
                 settle(shared_arc, node, &asked, parts)
             }
-            Err(e) => {
-                tracing::warn!(broker = %addr, error = %e, "kafka fetch failed; reconnecting");
+            Err(failure) => {
                 conn = None;
                 let mut st = shared.lock();
                 st.sockets.remove(&node);
-                st.stale = true;
+                match failure {
+                    Failure::Io(e) => {
+                        if !st.stop {
+                            tracing::warn!(broker = %addr, error = %e, "kafka fetch failed; reconnecting");
+                        }
+                        st.stale = true;
+                    }
+                    Failure::Fatal(e) => st.errors.push(FetchError(e)),
+                }
                 let retry = Instant::now() + pause;
                 for &(i, ..) in &asked {
                     st.parts[i].retry_at = Some(retry);
@@ -516,14 +612,6 @@ fn broker_thread(shared_arc: &Arc<Shared>, node: i32, tx: &Sender<Chunk>) {
                 Vec::new()
             }
         };
-        if let Some(c) = &conn {
-            let mut st = shared.lock();
-            if !st.sockets.contains_key(&node)
-                && let Ok(s) = c.stream.try_clone()
-            {
-                st.sockets.insert(node, s);
-            }
-        }
         // Queue the chunks before the partitions may be fetched again.
         let mut gone = false;
         for chunk in chunks {
@@ -541,27 +629,44 @@ fn broker_thread(shared_arc: &Arc<Shared>, node: i32, tx: &Sender<Chunk>) {
 
 /// Decoded partitions of one fetch response: index in `topics`' order is
 /// not kept, so each carries its names.
-type Fetched = Vec<(Arc<str>, i32, Result<Response, i16>)>;
+type Fetched = Vec<(Arc<str>, i32, Result<Response, PartError>)>;
 
 /// One partition's part of a response.
 struct Response {
     records: Records,
     high_watermark: i64,
     last_stable: i64,
+    /// The records held only part of a batch: nothing to hand over, and
+    /// the next fetch must ask for more.
+    partial: bool,
+}
+
+/// Why a partition's part of a response is not records.
+enum PartError {
+    /// The broker's error code.
+    Code(i16),
+    /// Its records do not decode (corrupt, or a format this path does not
+    /// read): retrying the same offset would fail the same way.
+    Decode(String),
 }
 
 /// One fetch on `conn` (opened first if needed).
 fn fetch(
     conn: &mut Option<Conn>,
     addr: &str,
-    config: &FetchConfig,
+    shared: &Shared,
+    node: i32,
     topics: &[(Arc<str>, Vec<FetchPartition>)],
     body: &mut Vec<u8>,
-) -> std::io::Result<Fetched> {
+) -> Result<Fetched, Failure> {
+    let config = &shared.config;
     let c = match conn {
         Some(c) => c,
-        None => conn.insert(Conn::open(addr, config)?),
+        None => conn.insert(Conn::open(addr, config, shared, node)?),
     };
+    if shared.lock().stop {
+        return Err(Failure::Io(std::io::Error::other("stopping")));
+    }
     let request = FetchRequest {
         max_wait_ms: config.max_wait_ms,
         min_bytes: config.min_bytes,
@@ -575,7 +680,9 @@ fn fetch(
     let response = c.roundtrip(wire::API_FETCH, version, body, &config.client_id)?;
     let (top, parts) = wire::fetch_response(version, response).map_err(std::io::Error::other)?;
     if top != 0 {
-        return Err(std::io::Error::other(format!("fetch error code {top}")));
+        return Err(Failure::Io(std::io::Error::other(format!(
+            "fetch error code {top}"
+        ))));
     }
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
@@ -590,21 +697,24 @@ fn fetch(
             continue;
         };
         if p.error != 0 {
-            out.push((topic.clone(), p.partition, Err(p.error)));
+            out.push((topic.clone(), p.partition, Err(PartError::Code(p.error))));
             continue;
         }
         let mut records = Records::default();
-        wire::decode_records(p.records, from, config.read_committed, &p.aborted, &mut records)
-            .map_err(|e| std::io::Error::other(format!("{}/{}: {e}", p.topic, p.partition)))?;
-        out.push((
-            topic.clone(),
-            p.partition,
-            Ok(Response {
-                records,
-                high_watermark: p.high_watermark,
-                last_stable: p.last_stable,
-            }),
-        ));
+        let result =
+            match wire::decode_records(p.records, from, config.read_committed, &p.aborted, &mut records) {
+                Ok(()) => Ok(Response {
+                    partial: records.next.is_none() && !p.records.is_empty(),
+                    records,
+                    high_watermark: p.high_watermark,
+                    last_stable: p.last_stable,
+                }),
+                Err(e) => Err(PartError::Decode(format!(
+                    "{}/{} at offset {from}: {e}",
+                    p.topic, p.partition
+                ))),
+            };
+        out.push((topic.clone(), p.partition, result));
     }
     Ok(out)
 }
@@ -643,6 +753,25 @@ fn settle(shared: &Arc<Shared>, node: i32, asked: &[Asked], fetched: Fetched) ->
             continue;
         }
         match result {
+            Ok(r) if r.partial => {
+                // A broker that does not return a whole first batch
+                // (before KIP-74): ask for more next time, up to the
+                // response's limit.
+                let more = p
+                    .max_bytes
+                    .saturating_mul(2)
+                    .min(config.max_bytes.max(p.max_bytes));
+                if more == p.max_bytes {
+                    p.active = false;
+                    st.errors.push(FetchError(format!(
+                        "{topic}/{partition} at offset {from}: a record batch larger than fetch.max.bytes ({})",
+                        config.max_bytes
+                    )));
+                } else {
+                    tracing::warn!(%topic, partition, bytes = more, "kafka fetch: a batch beyond max.partition.fetch.bytes; asking for more");
+                    p.max_bytes = more;
+                }
+            }
             Ok(r) => {
                 let end = if config.read_committed && r.last_stable >= 0 {
                     r.last_stable
@@ -654,8 +783,12 @@ fn settle(shared: &Arc<Shared>, node: i32, asked: &[Asked], fetched: Fetched) ->
                 p.at_eof = next >= end && r.records.recs.is_empty();
                 p.offset = next;
                 p.end = end;
+                if next > from {
+                    p.max_bytes = config.partition_max_bytes;
+                }
                 if !r.records.recs.is_empty() || next > from || eof {
-                    let bytes = r.records.bufs.iter().map(Vec::len).sum();
+                    // Capacity, not length: that is what is held.
+                    let bytes = r.records.bufs.iter().map(Vec::capacity).sum();
                     shared.queued.fetch_add(bytes, Ordering::AcqRel);
                     chunks.push(Chunk {
                         _budget: Budget {
@@ -670,21 +803,23 @@ fn settle(shared: &Arc<Shared>, node: i32, asked: &[Asked], fetched: Fetched) ->
                     });
                 }
             }
-            Err(1) => {
+            Err(PartError::Code(1)) => {
                 // OFFSET_OUT_OF_RANGE: the reader resets it.
                 p.reset = true;
-                st.resets.push(i);
+                st.resets.push((i, generation));
             }
-            Err(code @ (29 | 31)) => {
+            Err(PartError::Code(code @ (29 | 31))) => {
                 // TOPIC_ or CLUSTER_AUTHORIZATION_FAILED: retrying will not help.
                 p.active = false;
-                st.errors.push(FetchError {
-                    topic: topic.to_string(),
-                    partition,
-                    reason: format!("not authorized to read it (error code {code})"),
-                });
+                st.errors.push(FetchError(format!(
+                    "{topic}/{partition}: not authorized to read it (error code {code})"
+                )));
             }
-            Err(code) => {
+            Err(PartError::Decode(e)) => {
+                p.active = false;
+                st.errors.push(FetchError(e));
+            }
+            Err(PartError::Code(code)) => {
                 if RETRIABLE.contains(&code) {
                     tracing::debug!(%topic, partition, node, code, "kafka fetch: leader moved or unavailable");
                 } else {

@@ -38,7 +38,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::kafka_fetch::{Chunk, FetchConfig, Fetcher};
+use crate::kafka_fetch::{Chunk, FetchConfig, Fetcher, Reset};
 use crate::kafka_queue::{Batch, MessageQueue};
 
 /// A partition: topic and number.
@@ -166,6 +166,9 @@ struct Shared {
     /// watermark) as of librdkafka's last statistics, or the direct
     /// fetcher's last response: the lag's reference.
     ends: HashMap<(String, i32), i64>,
+    /// Direct path: assigned partitions whose start offset could not be
+    /// looked up yet (the reader retries).
+    unresolved: Vec<((String, i32), Offset)>,
 }
 
 impl Shared {
@@ -257,8 +260,15 @@ impl ConsumerContext for Ctx {
                         None => start_offset(consumer, self.start, e.topic(), e.partition()),
                     };
                     if let Some(fetcher) = &fetcher {
-                        let from = resolve(consumer, offset, e.topic(), e.partition(), self.reset_latest);
-                        fetcher.add(e.topic(), e.partition(), from);
+                        match resolve(consumer, offset, e.topic(), e.partition(), self.reset_latest) {
+                            Ok(from) => {
+                                fetcher.add(e.topic(), e.partition(), from);
+                            }
+                            Err(err) => {
+                                tracing::warn!(topic = e.topic(), partition = e.partition(), error = %err, "kafka start offset lookup failed; retrying");
+                                shared.unresolved.push((key.clone(), offset));
+                            }
+                        }
                     }
                     // The offset is valid here: add_partition_offset only
                     // fails for a partition already in the list.
@@ -283,7 +293,9 @@ impl ConsumerContext for Ctx {
                 let fetcher = self.fetcher.get().and_then(Weak::upgrade);
                 let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
                 for e in tpl.elements() {
-                    shared.assigned.remove(&(e.topic().to_string(), e.partition()));
+                    let key = (e.topic().to_string(), e.partition());
+                    shared.unresolved.retain(|(k, _)| *k != key);
+                    shared.assigned.remove(&key);
                     if let Some(f) = &fetcher {
                         f.remove(e.topic(), e.partition());
                     }
@@ -329,42 +341,31 @@ fn start_offset<C: ConsumerContext>(
 }
 
 /// A start offset as a number: the direct path fetches from offsets, not
-/// from librdkafka's logical ones. A lookup that fails starts at the
-/// earliest offset (0), which the broker then answers as out of range if
-/// it is not, and the reset policy applies.
+/// from librdkafka's logical ones. A lookup that fails is an error, for the
+/// reader to retry (guessing would replay or skip the partition).
 fn resolve<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     offset: Offset,
     topic: &str,
     partition: i32,
     reset_latest: bool,
-) -> i64 {
+) -> Result<i64, KafkaError> {
     let timeout = Duration::from_secs(10);
-    let watermark = |latest: bool| match consumer.fetch_watermarks(topic, partition, timeout) {
-        Ok((low, high)) => {
-            if latest {
-                high
-            } else {
-                low
-            }
-        }
-        Err(e) => {
-            tracing::warn!(topic, partition, error = %e, "kafka watermarks unavailable; starting at 0");
-            0
-        }
+    let watermark = |latest: bool| {
+        consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map(|(low, high)| if latest { high } else { low })
     };
     match offset {
-        Offset::Offset(o) if o >= 0 => o,
+        Offset::Offset(o) if o >= 0 => Ok(o),
         Offset::Beginning => watermark(false),
         Offset::End => watermark(true),
         _ => {
             let mut q = TopicPartitionList::new();
             q.add_partition(topic, partition);
-            match consumer
-                .committed_offsets(q, timeout)
-                .map(|r| r.find_partition(topic, partition).map(|e| e.offset()))
-            {
-                Ok(Some(Offset::Offset(o))) if o >= 0 => o,
+            let committed = consumer.committed_offsets(q, timeout)?;
+            match committed.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => Ok(o),
                 _ => watermark(reset_latest),
             }
         }
@@ -409,10 +410,12 @@ struct DirectRead {
     buffered: usize,
     /// When metadata was last asked for.
     last_metadata: Option<Instant>,
+    /// When start offsets that failed to resolve were last retried.
+    last_resolve: Option<Instant>,
     /// Metadata is wanted.
     stale: bool,
     /// Partitions to reset once the broker answers.
-    resets: Vec<(String, i32)>,
+    resets: Vec<Reset>,
     /// The offset reset policy: latest (else earliest).
     reset_latest: bool,
 }
@@ -619,6 +622,7 @@ impl KafkaReader {
                 bufs: Vec::new(),
                 buffered: 0,
                 last_metadata: None,
+                last_resolve: None,
                 stale: false,
                 resets: Vec::new(),
                 reset_latest,
@@ -948,21 +952,66 @@ impl KafkaReader {
         d.resets.extend(d.fetcher.take_resets());
         let timeout = Duration::from_secs(5);
         let mut left = Vec::new();
-        for (t, p) in std::mem::take(&mut d.resets) {
-            match self.consumer.fetch_watermarks(&t, p, timeout) {
+        for r in std::mem::take(&mut d.resets) {
+            match self.consumer.fetch_watermarks(&r.topic, r.partition, timeout) {
                 Ok((low, high)) => {
                     let to = if d.reset_latest { high } else { low };
-                    tracing::warn!(topic = %t, partition = p, to, "kafka offset out of range; reset");
-                    d.fetcher.add(&t, p, to);
-                    d.drop_stale();
+                    // Not if it was re-seeked or revoked meanwhile.
+                    if d.fetcher.reset(&r, to) {
+                        tracing::warn!(topic = %r.topic, partition = r.partition, to, "kafka offset out of range; reset");
+                        d.drop_stale();
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(topic = %t, partition = p, error = %e, "kafka offset reset failed; retrying");
-                    left.push((t, p));
+                    tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "kafka offset reset failed; retrying");
+                    left.push(r);
                 }
             }
         }
         d.resets = left;
+        // Start offsets that could not be looked up in the rebalance.
+        let unresolved = std::mem::take(
+            &mut self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unresolved,
+        );
+        if !unresolved.is_empty() && d.last_resolve.is_none_or(|t| t.elapsed() >= METADATA_EVERY) {
+            d.last_resolve = Some(Instant::now());
+            let reset_latest = self.consumer.context().reset_latest;
+            let mut left = Vec::new();
+            for (key, offset) in unresolved {
+                // Revocations happen in `poll`, on this thread: one checked
+                // here holds until the add.
+                let assigned = self
+                    .shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .assigned
+                    .contains(&key);
+                if !assigned {
+                    continue;
+                }
+                match resolve(&self.consumer, offset, &key.0, key.1, reset_latest) {
+                    Ok(from) => {
+                        d.fetcher.add(&key.0, key.1, from);
+                    }
+                    Err(_) => left.push((key, offset)),
+                }
+            }
+            self.shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unresolved
+                .extend(left);
+        } else {
+            self.shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unresolved
+                .extend(unresolved);
+        }
         d.stale |= d.fetcher.take_stale();
         if d.stale && d.last_metadata.is_none_or(|t| t.elapsed() >= METADATA_EVERY) {
             d.last_metadata = Some(Instant::now());
@@ -974,6 +1023,13 @@ impl KafkaReader {
                     Ok(m) => {
                         for b in m.brokers() {
                             brokers.push((b.id(), b.host().to_string(), b.port()));
+                        }
+                        // Deleted while read: as librdkafka's path, fatal.
+                        if m.topics().iter().any(|mt| {
+                            mt.error()
+                                .is_some_and(|e| e == RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                        }) {
+                            return Err(KafkaSourceError::NoTopic(topic));
                         }
                         for mt in m.topics() {
                             for p in mt.partitions() {
@@ -1038,8 +1094,9 @@ impl KafkaReader {
             let Some((i, _)) = best else { break };
             let (chunks, at) = &mut bufs[i];
             let Some(chunk) = chunks.front() else { break };
-            let Some((name, _)) = self.direct.as_ref().and_then(|d| d.fetcher.current(chunk.part)) else {
-                // No longer fetched: its chunks are stale.
+            let current = self.direct.as_ref().and_then(|d| d.fetcher.current(chunk.part));
+            let Some((name, _)) = current.filter(|(_, g)| *g == chunk.generation) else {
+                // Re-seeked or no longer fetched: its chunks are stale.
                 let dropped = chunks.len();
                 chunks.clear();
                 *at = 0;
@@ -1054,7 +1111,9 @@ impl KafkaReader {
                 let Some(r) = chunk.records.recs.get(*at) else {
                     break;
                 };
-                if second < i64::MAX && r.timestamp > second {
+                // As `head` reads it: no timestamp goes first.
+                let ts = if r.timestamp < 0 { i64::MIN } else { r.timestamp };
+                if second < i64::MAX && ts > second {
                     break;
                 }
                 *at += 1;
@@ -1553,6 +1612,7 @@ mod tests {
         lag => lag_is_what_the_broker_holds_beyond_the_readers_position,
         codecs => every_codec_reads_back_what_librdkafka_wrote,
         out_of_range => a_position_beyond_the_end_is_reset_to_the_earliest,
+        no_timestamps => messages_without_timestamps_are_merged_too,
     }
 
     fn settings(
@@ -1666,6 +1726,39 @@ mod tests {
             let want: Vec<String> = (0..500).map(padded).collect();
             assert_eq!(drain_to_end(&mut r), want, "{codec}");
         }
+    }
+
+    fn messages_without_timestamps_are_merged_too(fetch: &str) {
+        // Timestamp -1 (none: old producers, up-converted messages) on two
+        // partitions: the merge hands them over in partition runs rather
+        // than by time, and must not stall on them.
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("untimed", 2, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for i in 0..20 {
+            let payload = format!("m{i}");
+            let rec = BaseRecord::<(), str>::to("untimed")
+                .payload(&payload)
+                .partition((i % 2) as i32)
+                .timestamp(-1);
+            producer.send(rec).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let mut r = open(&brokers, "untimed", "g-untimed", Start::Earliest, true, fetch);
+        // On a thread: a merge that stalls never returns from `read`.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(drain_to_end(&mut r));
+        });
+        let mut got = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the reader stalled");
+        got.sort_by_key(|m| m[1..].parse::<i64>().unwrap_or(-1));
+        assert_eq!(got, names(0..20));
     }
 
     fn a_position_beyond_the_end_is_reset_to_the_earliest(fetch: &str) {

@@ -403,7 +403,10 @@ pub fn decode_records(
         h.i32("base sequence")?;
         let count = h.i32("record count")?;
         c.at = end;
-        let last = base + i64::from(last_delta);
+        let last = base
+            .checked_add(i64::from(last_delta))
+            .filter(|_| last_delta >= 0)
+            .ok_or(WireError::Bad("last offset delta"))?;
         out.next = Some(last + 1);
         let control = attrs & 0x20 != 0;
         let transactional = attrs & 0x10 != 0;
@@ -463,13 +466,27 @@ pub fn decode_records(
             if rend > buf.len() {
                 return Err(WireError::Truncated("record"));
             }
+            if r.at > rend {
+                return Err(WireError::Bad("record length"));
+            }
             // Headers are not read: skip to the record's end.
             r.at = rend;
+            // A record outside its batch's range would move the position
+            // past records never read.
+            if !(0..=i64::from(last_delta)).contains(&off_delta) {
+                return Err(WireError::Bad("offset delta"));
+            }
             let offset = base + off_delta;
             if offset < from {
                 continue;
             }
-            let timestamp = if log_append { max_ts } else { base_ts + ts_delta };
+            let timestamp = if log_append {
+                max_ts
+            } else {
+                base_ts
+                    .checked_add(ts_delta)
+                    .ok_or(WireError::Bad("timestamp delta"))?
+            };
             out.recs.push(Rec {
                 offset,
                 timestamp,
@@ -503,10 +520,12 @@ fn control_type(records: &[u8]) -> Option<i16> {
 /// 3 lz4, 4 zstd).
 fn decompress(codec: i16, body: &[u8], offset: i64) -> Result<Vec<u8>, WireError> {
     let fail = |codec: &'static str, error: String| WireError::Codec { offset, codec, error };
-    let mut out = Vec::with_capacity(body.len() * 4);
+    // Room for the usual ratio; the fetcher's budget counts capacity.
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4));
     match codec {
         1 => {
-            flate2::read::GzDecoder::new(body)
+            // Several members, as Java's GZIPInputStream reads them.
+            flate2::read::MultiGzDecoder::new(body)
                 .read_to_end(&mut out)
                 .map_err(|e| fail("gzip", e.to_string()))?;
         }
@@ -529,8 +548,17 @@ fn decompress(codec: i16, body: &[u8], offset: i64) -> Result<Vec<u8>, WireError
 fn snappy(body: &[u8]) -> Result<Vec<u8>, String> {
     const XERIAL: &[u8] = b"\x82SNAPPY\x00";
     let mut dec = snap::raw::Decoder::new();
+    // The claimed length sizes the allocation: no more than snappy can
+    // expand to (its densest element, a 3-byte copy, yields 64 bytes).
+    let mut raw = |block: &[u8]| {
+        let n = snap::raw::decompress_len(block).map_err(|e| e.to_string())?;
+        if n > block.len().saturating_mul(32).saturating_add(64) {
+            return Err(format!("claims {n} bytes from {}", block.len()));
+        }
+        dec.decompress_vec(block).map_err(|e| e.to_string())
+    };
     if !body.starts_with(XERIAL) {
-        return dec.decompress_vec(body).map_err(|e| e.to_string());
+        return raw(body);
     }
     let mut c = Cur::new(body.get(16..).ok_or("short xerial header")?);
     let mut out = Vec::new();
@@ -542,7 +570,7 @@ fn snappy(body: &[u8]) -> Result<Vec<u8>, String> {
                 "xerial block",
             )
             .map_err(|e| e.to_string())?;
-        out.extend(dec.decompress_vec(block).map_err(|e| e.to_string())?);
+        out.extend(raw(block)?);
     }
     Ok(out)
 }
@@ -768,6 +796,13 @@ mod tests {
             let mut out = Records::default();
             let _ = decode_records(&bad, 0, false, &[], &mut out);
         }
+        // A record beyond its batch's last offset delta.
+        let mut beyond = good.clone();
+        beyond[23..27].copy_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            decode_records(&beyond, 0, false, &[], &mut Records::default()),
+            Err(WireError::Bad("offset delta"))
+        );
         let mut old = good.clone();
         old[16] = 1;
         let mut out = Records::default();
