@@ -1743,7 +1743,7 @@ mod tests {
             let payload = format!("m{i}");
             let rec = BaseRecord::<(), str>::to("untimed")
                 .payload(&payload)
-                .partition((i % 2) as i32)
+                .partition(i % 2)
                 .timestamp(-1);
             producer.send(rec).unwrap();
         }
