@@ -832,3 +832,215 @@ fn settle(shared: &Arc<Shared>, node: i32, asked: &[Asked], fetched: Fetched) ->
     }
     chunks
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fetcher against a scripted broker on loopback: the failures no
+    //! real broker here produces on demand (corrupt batches, offsets out of
+    //! range, partial batches, dropped connections). Frames are built by
+    //! hand from the protocol's layout, not with `kafka_wire`.
+
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::kafka_wire::tests::batch;
+
+    /// A request as the fake broker saw it: api key, version, body.
+    type Seen = Arc<Mutex<Vec<(i16, i16, Vec<u8>)>>>;
+
+    /// Serves connections on loopback: ApiVersions (v0) grants Fetch v4;
+    /// every Fetch is answered with `respond(n)` (n counts fetches), a
+    /// partition-0 entry of topic `t` (error code, high watermark,
+    /// records), or `None` to drop the connection.
+    fn fake(
+        respond: impl Fn(usize) -> Option<(i16, i64, Vec<u8>)> + Send + Sync + 'static,
+    ) -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Seen = Arc::default();
+        let respond = Arc::new(respond);
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                let (log, respond, fetches) = (log.clone(), respond.clone(), fetches.clone());
+                std::thread::spawn(move || {
+                    loop {
+                        let mut size = [0u8; 4];
+                        if s.read_exact(&mut size).is_err() {
+                            return;
+                        }
+                        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+                        s.read_exact(&mut frame).unwrap();
+                        let api = i16::from_be_bytes([frame[0], frame[1]]);
+                        let version = i16::from_be_bytes([frame[2], frame[3]]);
+                        let correlation = &frame[4..8];
+                        let id_len = i16::from_be_bytes([frame[8], frame[9]]) as usize;
+                        let body = frame[10 + id_len..].to_vec();
+                        log.lock().unwrap().push((api, version, body));
+                        let mut out = Vec::new();
+                        if api == 18 {
+                            out.extend(0i16.to_be_bytes());
+                            out.extend(1i32.to_be_bytes());
+                            out.extend([0, 1, 0, 4, 0, 4]); // Fetch 4..=4
+                        } else {
+                            let n = fetches.fetch_add(1, Ordering::SeqCst);
+                            let Some((error, hw, records)) = respond(n) else {
+                                return;
+                            };
+                            out.extend(0i32.to_be_bytes()); // throttle
+                            out.extend(1i32.to_be_bytes());
+                            out.extend(1i16.to_be_bytes());
+                            out.push(b't');
+                            out.extend(1i32.to_be_bytes());
+                            out.extend(0i32.to_be_bytes()); // partition
+                            out.extend(error.to_be_bytes());
+                            out.extend(hw.to_be_bytes());
+                            out.extend(hw.to_be_bytes()); // last stable
+                            out.extend((-1i32).to_be_bytes()); // no aborted
+                            out.extend((records.len() as i32).to_be_bytes());
+                            out.extend(records);
+                        }
+                        let mut frame = ((out.len() + 4) as i32).to_be_bytes().to_vec();
+                        frame.extend(correlation);
+                        frame.extend(out);
+                        if s.write_all(&frame).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr.port().to_string(), seen)
+    }
+
+    fn fetcher(port: &str, partition_max_bytes: i32) -> Fetcher {
+        let f = Fetcher::new(FetchConfig {
+            client_id: "test".into(),
+            max_wait_ms: 10,
+            min_bytes: 1,
+            max_bytes: 4 * partition_max_bytes,
+            partition_max_bytes,
+            read_committed: true,
+            eof: true,
+            queued_chunks: 4,
+            queued_bytes: 1 << 20,
+        });
+        f.add("t", 0, 0);
+        f.set_metadata(
+            &[(1, "127.0.0.1".into(), port.parse().unwrap())],
+            &[("t".into(), 0, 1)],
+        );
+        f
+    }
+
+    /// The (offset, max bytes) of partition 0 in each Fetch (v4) seen.
+    fn asked(seen: &Seen) -> Vec<(i64, i32)> {
+        // replica, max wait, min bytes, max bytes (16), isolation (1),
+        // topic count (4), "t" (3), partition count (4), partition (4).
+        let at = 16 + 1 + 4 + 3 + 4 + 4;
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(api, ..)| *api == 1)
+            .map(|(_, _, b)| {
+                let offset = i64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+                let max = i32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap());
+                (offset, max)
+            })
+            .collect()
+    }
+
+    fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no {what} within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn records_that_do_not_decode_fail_the_fetcher_naming_partition_and_offset() {
+        // An lz4 batch whose data is not lz4.
+        let mut records = batch(0, 0, &[Some(b"abc")], 0, -1, false);
+        records[22] |= 3;
+        let (port, _) = fake(move |_| Some((0, 1, records.clone())));
+        let f = fetcher(&port, 1 << 16);
+        let e = wait_for("error", || f.error()).to_string();
+        assert!(e.contains("t/0 at offset 0") && e.contains("lz4"), "{e}");
+        assert!(f.current(0).is_none(), "the partition is still fetched");
+    }
+
+    #[test]
+    fn an_offset_out_of_range_waits_for_a_reset_of_its_own_generation() {
+        let data = batch(7, 0, &[Some(b"x")], 0, -1, false);
+        let (port, seen) = fake(move |n| {
+            Some(if n == 0 {
+                (1, 8, Vec::new())
+            } else {
+                (0, 8, data.clone())
+            })
+        });
+        let f = fetcher(&port, 1 << 16);
+        let r = wait_for("reset", || f.take_resets().pop());
+        assert_eq!((r.topic.as_str(), r.partition), ("t", 0));
+        // Not fetched while it waits.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(asked(&seen), vec![(0, 1 << 16)]);
+        // A reset for an older generation (the partition was re-seeked
+        // since) does nothing; one for the current generation applies.
+        let stale = Reset {
+            generation: r.generation - 1,
+            ..r.clone()
+        };
+        assert!(!f.reset(&stale, 3));
+        assert!(f.reset(&r, 7));
+        let chunk = wait_for("chunk", || f.try_recv());
+        assert_eq!(
+            chunk.records.recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![7]
+        );
+        assert_eq!(chunk.next, 8);
+        assert_eq!(asked(&seen)[1], (7, 1 << 16));
+        // Nor does a reset of a partition removed meanwhile.
+        f.remove("t", 0);
+        assert!(!f.reset(&r, 0));
+    }
+
+    #[test]
+    fn a_response_with_only_part_of_a_batch_doubles_what_is_asked() {
+        // A broker before KIP-74 answers with what fits: part of a batch.
+        let whole = batch(0, 0, &[Some(&[b'v'; 3000][..])], 0, -1, false);
+        let (port, seen) = fake(move |n| {
+            let fits = 1024usize << n;
+            Some((0, 1, whole[..whole.len().min(fits)].to_vec()))
+        });
+        let f = fetcher(&port, 1024);
+        let chunk = wait_for("chunk", || f.try_recv());
+        assert_eq!(chunk.records.recs.len(), 1);
+        assert_eq!(chunk.next, 1);
+        let sizes: Vec<i32> = asked(&seen).iter().map(|a| a.1).collect();
+        assert_eq!(&sizes[..3], &[1024, 2048, 4096]);
+        // Back to the configured size once it moved on.
+        wait_for("next fetch", || (asked(&seen).len() > 3).then_some(()));
+        assert_eq!(asked(&seen)[3], (1, 1024));
+    }
+
+    #[test]
+    fn a_dropped_connection_is_reopened_and_the_fetch_retried() {
+        let data = batch(0, 0, &[Some(b"a"), Some(b"b")], 0, -1, false);
+        let (port, seen) = fake(move |n| (n > 0).then(|| (0, 2, data.clone())));
+        let f = fetcher(&port, 1 << 16);
+        let chunk = wait_for("chunk", || f.try_recv());
+        assert_eq!(chunk.records.recs.len(), 2);
+        // Two handshakes: the first connection was dropped mid-fetch.
+        let versions = seen.lock().unwrap().iter().filter(|(api, ..)| *api == 18).count();
+        assert_eq!(versions, 2);
+        assert_eq!(asked(&seen)[..2], [(0, 1 << 16), (0, 1 << 16)]);
+        assert!(f.take_stale(), "a dropped connection asks for metadata");
+    }
+}

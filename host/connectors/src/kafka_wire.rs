@@ -576,7 +576,7 @@ fn snappy(body: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Zigzag varint, written the obvious way (the decoder reads bytes).
@@ -591,7 +591,14 @@ mod tests {
 
     /// A batch of `values` at `base`, timestamps `ts + i`, with attribute
     /// bits `attrs` and producer `pid`; `lz4` compresses its records.
-    fn batch(base: i64, ts: i64, values: &[Option<&[u8]>], attrs: i16, pid: i64, lz4: bool) -> Vec<u8> {
+    pub(crate) fn batch(
+        base: i64,
+        ts: i64,
+        values: &[Option<&[u8]>],
+        attrs: i16,
+        pid: i64,
+        lz4: bool,
+    ) -> Vec<u8> {
         let mut recs = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let mut r = Vec::new();
