@@ -75,6 +75,15 @@ pub(crate) fn kafka_source(job: &str, at: &str, k: &KafkaSourceSpec) -> Result<K
             )
         })?),
     };
+    // wafer's own fetch switch (see the Kafka source), read by the host.
+    if let Some(v) = k.properties.get("wafer.fetch")
+        && !matches!(v.0.trim(), "direct" | "librdkafka")
+    {
+        return Err((
+            format!("{at}.kafka.properties.wafer.fetch"),
+            format!("`{}` is neither `direct` nor `librdkafka`", v.0),
+        ));
+    }
     Ok(KafkaSource {
         brokers: k.brokers.trim().to_string(),
         topics,

@@ -311,6 +311,11 @@ sink:
             "properties: { enable.auto.commit: true }",
             "enable.auto.commit",
         ),
+        (
+            "properties: { fetch.min.bytes: 1 }",
+            "properties: { wafer.fetch: rdkafka }",
+            "sources.events.kafka.properties.wafer.fetch",
+        ),
     ] {
         let t = text.replace(from, bad);
         let err = Job::parse(Path::new("/j/job.yaml"), &t, |_| None)
