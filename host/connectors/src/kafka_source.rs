@@ -451,14 +451,50 @@ impl DirectRead {
     fn drop_stale(&mut self) {
         for (part, (chunks, at)) in self.bufs.iter_mut().enumerate() {
             let current = self.fetcher.current(part).map(|(_, g)| g);
-            let before = chunks.len();
-            chunks.retain(|c| Some(c.generation) == current);
-            if chunks.len() != before {
-                *at = 0;
-            }
-            self.buffered -= before - chunks.len();
+            self.buffered -= stale_chunks(current, chunks, at);
         }
     }
+}
+
+/// Drops a partition's buffered chunks not of its `current` generation
+/// (`None`: no longer fetched) and returns how many. Generations only grow
+/// along the queue, so a drop takes the front chunk, and the count of its
+/// records handed over (`at`) starts again.
+fn stale_chunks(current: Option<u64>, chunks: &mut VecDeque<Chunk>, at: &mut usize) -> usize {
+    let before = chunks.len();
+    chunks.retain(|c| Some(c.generation) == current);
+    if chunks.len() != before {
+        *at = 0;
+    }
+    before - chunks.len()
+}
+
+/// A record's place in the timestamp merge: its timestamp, or first when
+/// it has none (-1), as librdkafka's messages without one.
+fn merge_key(r: &crate::kafka_wire::Rec) -> i64 {
+    if r.timestamp < 0 { i64::MIN } else { r.timestamp }
+}
+
+/// The timestamp merge's choice among partitions' next timestamps (`None`:
+/// nothing buffered): the partition whose next one is oldest (the first
+/// such on a tie), and the oldest next one among the others, up to which
+/// it may hand over (`i64::MAX` when it is alone with messages).
+fn oldest(heads: impl Iterator<Item = Option<i64>>) -> Option<(usize, i64)> {
+    let mut best: Option<(usize, i64)> = None;
+    let mut second = i64::MAX;
+    for (i, ts) in heads.enumerate() {
+        let Some(ts) = ts else { continue };
+        match best {
+            Some((_, b)) if ts >= b => second = second.min(ts),
+            _ => {
+                if let Some((_, b)) = best {
+                    second = second.min(b);
+                }
+                best = Some((i, ts));
+            }
+        }
+    }
+    best.map(|(i, _)| (i, second))
 }
 
 /// Chunks the reader buffers beyond the fetcher's queue.
@@ -1066,40 +1102,22 @@ impl KafkaReader {
         let mut bufs = std::mem::take(&mut d.bufs);
         let one_topic = self.settings.topics.len() == 1;
         let (mut handed, mut taken) = (0, 0);
-        // A record without a timestamp goes first.
+        // A spent chunk (its end still to settle) goes first.
         let head = |(chunks, at): &(VecDeque<Chunk>, usize)| {
             let c = chunks.front()?;
-            Some(
-                c.records
-                    .recs
-                    .get(*at)
-                    .map_or(i64::MIN, |r| if r.timestamp < 0 { i64::MIN } else { r.timestamp }),
-            )
+            Some(c.records.recs.get(*at).map_or(i64::MIN, merge_key))
         };
         while handed < max {
-            let mut best: Option<(usize, i64)> = None;
-            let mut second = i64::MAX;
-            for (i, b) in bufs.iter().enumerate() {
-                let Some(ts) = head(b) else { continue };
-                match best {
-                    Some((_, top)) if ts >= top => second = second.min(ts),
-                    _ => {
-                        if let Some((_, top)) = best {
-                            second = second.min(top);
-                        }
-                        best = Some((i, ts));
-                    }
-                }
-            }
-            let Some((i, _)) = best else { break };
+            let Some((i, second)) = oldest(bufs.iter().map(head)) else {
+                break;
+            };
             let (chunks, at) = &mut bufs[i];
             let Some(chunk) = chunks.front() else { break };
             let current = self.direct.as_ref().and_then(|d| d.fetcher.current(chunk.part));
+            let generation = current.as_ref().map(|(_, g)| *g);
             let Some((name, _)) = current.filter(|(_, g)| *g == chunk.generation) else {
                 // Re-seeked or no longer fetched: its chunks are stale.
-                let dropped = chunks.len();
-                chunks.clear();
-                *at = 0;
+                let dropped = stale_chunks(generation, chunks, at);
                 if let Some(d) = &mut self.direct {
                     d.buffered -= dropped;
                 }
@@ -1111,9 +1129,7 @@ impl KafkaReader {
                 let Some(r) = chunk.records.recs.get(*at) else {
                     break;
                 };
-                // As `head` reads it: no timestamp goes first.
-                let ts = if r.timestamp < 0 { i64::MIN } else { r.timestamp };
-                if second < i64::MAX && ts > second {
+                if second < i64::MAX && merge_key(r) > second {
                     break;
                 }
                 *at += 1;
@@ -1202,22 +1218,9 @@ impl KafkaReader {
             // A message without a timestamp goes first.
             let head = |(b, at): &(Batch, usize)| b.get(*at).map(|m| m.timestamp_ms().unwrap_or(i64::MIN));
             while handed < max {
-                // The oldest head and the next oldest among the others.
-                let mut best: Option<(usize, i64)> = None;
-                let mut second = i64::MAX;
-                for (i, p) in pending.iter().enumerate() {
-                    let Some(ts) = head(p) else { continue };
-                    match best {
-                        Some((_, b)) if ts >= b => second = second.min(ts),
-                        _ => {
-                            if let Some((_, b)) = best {
-                                second = second.min(b);
-                            }
-                            best = Some((i, ts));
-                        }
-                    }
-                }
-                let Some((i, _)) = best else { break };
+                let Some((i, second)) = oldest(pending.iter().map(head)) else {
+                    break;
+                };
                 let (batch, at) = &mut pending[i];
                 while handed < max {
                     let Some(m) = batch.get(*at) else { break };
@@ -1786,6 +1789,22 @@ mod tests {
         }
         assert_eq!(got, names(0..5));
         assert_eq!(r.positions(), vec![(("reset".to_string(), 0), 5)]);
+    }
+
+    #[test]
+    fn the_merge_takes_the_oldest_head_up_to_the_next_oldest() {
+        assert_eq!(oldest([None, None].into_iter()), None);
+        // Alone with messages: no bound.
+        assert_eq!(oldest([None, Some(5)].into_iter()), Some((1, i64::MAX)));
+        assert_eq!(oldest([Some(7), Some(3), Some(5)].into_iter()), Some((1, 5)));
+        assert_eq!(
+            oldest([Some(3), None, Some(9), Some(4)].into_iter()),
+            Some((0, 4))
+        );
+        // A tie goes to the first, bounded by the other.
+        assert_eq!(oldest([Some(4), Some(4)].into_iter()), Some((0, 4)));
+        // No timestamp goes first.
+        assert_eq!(oldest([Some(1), Some(i64::MIN)].into_iter()), Some((1, 1)));
     }
 
     fn names(range: std::ops::Range<i64>) -> Vec<String> {
