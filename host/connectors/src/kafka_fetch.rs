@@ -141,6 +141,19 @@ struct Part {
     max_bytes: i32,
 }
 
+impl Part {
+    /// Fetches it from `offset` on, as a new generation: what was fetched
+    /// before is stale, and an end, reset or retry pause no longer holds.
+    fn seek(&mut self, offset: i64) {
+        self.offset = offset;
+        self.generation += 1;
+        self.active = true;
+        self.reset = false;
+        self.at_eof = false;
+        self.retry_at = None;
+    }
+}
+
 #[derive(Default)]
 struct State {
     parts: Vec<Part>,
@@ -225,13 +238,7 @@ impl Fetcher {
                 st.parts.len() - 1
             }
         };
-        let p = &mut st.parts[i];
-        p.offset = offset;
-        p.generation += 1;
-        p.active = true;
-        p.reset = false;
-        p.at_eof = false;
-        p.retry_at = None;
+        st.parts[i].seek(offset);
         drop(st);
         self.shared.changed.notify_all();
         i
@@ -312,11 +319,7 @@ impl Fetcher {
         if !(p.active && p.reset && p.generation == r.generation) {
             return false;
         }
-        p.offset = offset;
-        p.generation += 1;
-        p.reset = false;
-        p.at_eof = false;
-        p.retry_at = None;
+        p.seek(offset);
         drop(st);
         self.shared.changed.notify_all();
         true
