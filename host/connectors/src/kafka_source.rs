@@ -416,8 +416,6 @@ struct DirectRead {
     stale: bool,
     /// Partitions to reset once the broker answers.
     resets: Vec<Reset>,
-    /// The offset reset policy: latest (else earliest).
-    reset_latest: bool,
 }
 
 impl DirectRead {
@@ -661,7 +659,6 @@ impl KafkaReader {
                 last_resolve: None,
                 stale: false,
                 resets: Vec::new(),
-                reset_latest,
             }
         });
 
@@ -986,12 +983,13 @@ impl KafkaReader {
             return Err(KafkaSourceError::Fetch(e.to_string()));
         }
         d.resets.extend(d.fetcher.take_resets());
+        let reset_latest = self.consumer.context().reset_latest;
         let timeout = Duration::from_secs(5);
         let mut left = Vec::new();
         for r in std::mem::take(&mut d.resets) {
             match self.consumer.fetch_watermarks(&r.topic, r.partition, timeout) {
                 Ok((low, high)) => {
-                    let to = if d.reset_latest { high } else { low };
+                    let to = if reset_latest { high } else { low };
                     // Not if it was re-seeked or revoked meanwhile.
                     if d.fetcher.reset(&r, to) {
                         tracing::warn!(topic = %r.topic, partition = r.partition, to, "kafka offset out of range; reset");
@@ -1005,17 +1003,18 @@ impl KafkaReader {
             }
         }
         d.resets = left;
-        // Start offsets that could not be looked up in the rebalance.
-        let unresolved = std::mem::take(
-            &mut self
-                .shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .unresolved,
-        );
-        if !unresolved.is_empty() && d.last_resolve.is_none_or(|t| t.elapsed() >= METADATA_EVERY) {
+        // Start offsets that could not be looked up in the rebalance,
+        // retried at most every METADATA_EVERY (they are behind the shared
+        // lock: not taken and put back on every read).
+        if d.last_resolve.is_none_or(|t| t.elapsed() >= METADATA_EVERY) {
             d.last_resolve = Some(Instant::now());
-            let reset_latest = self.consumer.context().reset_latest;
+            let unresolved = std::mem::take(
+                &mut self
+                    .shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .unresolved,
+            );
             let mut left = Vec::new();
             for (key, offset) in unresolved {
                 // Revocations happen in `poll`, on this thread: one checked
@@ -1036,17 +1035,13 @@ impl KafkaReader {
                     Err(_) => left.push((key, offset)),
                 }
             }
-            self.shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .unresolved
-                .extend(left);
-        } else {
-            self.shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .unresolved
-                .extend(unresolved);
+            if !left.is_empty() {
+                self.shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .unresolved
+                    .extend(left);
+            }
         }
         d.stale |= d.fetcher.take_stale();
         if d.stale && d.last_metadata.is_none_or(|t| t.elapsed() >= METADATA_EVERY) {
